@@ -1,1 +1,8 @@
+"""Training methods: one small file per method on the shared engine."""
 
+from __future__ import annotations
+
+from ssmd.methods import supervised as _supervised  # noqa: F401  (registers "supervised")
+from ssmd.methods.base import METHODS, Method, build_method
+
+__all__ = ["METHODS", "Method", "build_method"]

@@ -1,0 +1,205 @@
+"""Configuration: nested defaults, YAML files and ``key=value`` overrides.
+
+A config is a plain nested ``dict``. :data:`DEFAULTS` declares every key a detection
+run understands; a YAML file and command-line overrides (``train.max_iters=200``) are
+merged on top. Unknown keys are errors that name the key and list the known ones,
+so a typo cannot silently fall back to a default. Models and methods never read
+the config: :mod:`ssmd.engine.build` turns it into constructor arguments.
+
+The ``method`` section is open: each method declares its own defaults (see
+:mod:`ssmd.methods`), merged by :func:`resolve_method_section`.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "DEFAULTS",
+    "ConfigError",
+    "apply_overrides",
+    "deep_merge",
+    "dump_config",
+    "load_config",
+    "parse_override",
+]
+
+DEFAULTS: dict[str, Any] = {
+    "task": "detection",
+    "seed": 0,
+    "output_dir": "runs/default",
+    "method": {"name": "supervised"},
+    "data": {
+        # dsb2018 | coco | synthetic
+        "format": "synthetic",
+        # folder (dsb2018), COCO JSON file (coco); unused for synthetic
+        "root": None,
+        # image folder for coco
+        "image_root": None,
+        # where generated/cached data live (synthetic images, DSB box cache)
+        "cache_dir": None,
+        "synthetic": {"n_images": 400, "image_size": 256, "seed": 0},
+        # longer image side after resizing; padded to a multiple of 128
+        "input_size": 256,
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.25, 0.25, 0.25],
+        # keep resized images in memory (fast on CPU; disable for very large sets)
+        "cache_images": True,
+    },
+    "split": {
+        "train": 0.8,
+        "val": 0.1,
+        "test": 0.1,
+        "labeled_ratio": 1.0,
+        # the train/val/test and labeled permutation seed, fixed so that every
+        # training seed sees the same split
+        "seed": 0,
+        # load an existing manifest instead of drawing one
+        "manifest": None,
+    },
+    "model": {
+        "backbone": "resnet18",
+        "width_multiplier": 0.25,
+        "fpn_channels": 64,
+        "head_convs": 2,
+        "anchor_sizes": [8, 16, 32, 64, 128],
+        "activation": "softmax",
+        "cls_loss": "focal",
+        "pretrained_weights": None,
+        "score_thresh": 0.05,
+        "nms_thresh": 0.5,
+        "topk_candidates": 1000,
+        "detections_per_img": 300,
+    },
+    "augment": {"hflip": 0.5, "vflip": 0.0, "rotate": 10.0},
+    "train": {
+        "max_iters": 1000,
+        "batch_size": 4,
+        # unlabeled images per step for semi-supervised methods (null = batch_size)
+        "unlabeled_batch_size": None,
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "weight_decay": 1e-4,
+        "momentum": 0.9,
+        # step | cosine | constant
+        "schedule": "step",
+        # step decay: multiply by gamma at this fraction of training (the SSMD paper: 0.75)
+        "step_at": 0.75,
+        "gamma": 0.1,
+        "warmup_iters": 50,
+        "grad_clip": 10.0,
+        "eval_every": 250,
+        "checkpoint_every": 250,
+        "log_every": 10,
+        "tensorboard": False,
+        "progress": True,
+    },
+    "eval": {
+        "max_dets": 1000,
+        "froc": True,
+        "fp_rates": [0.125, 0.25, 0.5, 1, 2, 4, 8],
+        "froc_hit": "iou",
+        # metric used to select best.pt
+        "select_metric": "AP",
+        "batch_size": 4,
+    },
+}
+
+
+class ConfigError(ValueError):
+    """A bad configuration value or key; the message names the file (if any), key and value."""
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any], *, strict: bool, where: str = "", source: str = "") -> dict[str, Any]:
+    """Merge ``update`` into a copy of ``base``.
+
+    Args:
+        base: the defaults.
+        update: values that win.
+        strict: raise on keys absent from ``base`` (typos); the open ``method``
+            section is merged non-strictly.
+        where: dotted prefix for messages.
+        source: file name for messages.
+    """
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        dotted = f"{where}{key}"
+        if key not in out:
+            if strict and not dotted.startswith("method."):
+                known = ", ".join(sorted(f"{where}{k}" for k in base))
+                prefix = f"{source}: " if source else ""
+                raise ConfigError(f"{prefix}unknown config key {dotted!r} = {value!r}; known keys here: {known}")
+            out[key] = copy.deepcopy(value)
+        elif isinstance(out[key], dict) and isinstance(value, dict):
+            out[key] = deep_merge(out[key], value, strict=strict, where=dotted + ".", source=source)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``a.b.c=value`` into ``(["a", "b", "c"], value)``; the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. train.max_iters=200)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value {raw!r} is not valid YAML: {exc}") from exc
+    return key.split("."), value
+
+
+def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key=value`` overrides; every key must already exist (except under ``method.``)."""
+    out = copy.deepcopy(config)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node: dict[str, Any] = out
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None and parts[0] == "method":
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {'.'.join(parts[: i + 1])!r} is not a section")
+            node = child
+        leaf = parts[-1]
+        if leaf not in node and parts[0] != "method":
+            known = ", ".join(sorted(node))
+            raise ConfigError(f"override {text!r}: unknown key {'.'.join(parts)!r}; known keys here: {known}")
+        node[leaf] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Defaults, then the YAML file at ``path`` (if any), then ``overrides``.
+
+    Raises:
+        ConfigError: missing file, invalid YAML, a non-mapping document or an unknown key.
+    """
+    config = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: top level must be a mapping, got {type(loaded).__name__}")
+        config = deep_merge(config, loaded, strict=True, source=str(p))
+    if overrides:
+        config = apply_overrides(config, overrides)
+    return config
+
+
+def dump_config(config: dict[str, Any], path: str | Path) -> None:
+    """Write the resolved config as YAML (next to every run's outputs)."""
+    Path(path).write_text(yaml.safe_dump(config, sort_keys=False))

@@ -1,0 +1,190 @@
+"""Standard hooks: periodic checkpoints, validation with best-checkpoint selection, logging."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ssmd.engine.checkpoint import save_checkpoint
+from ssmd.engine.trainer import HookBase
+
+__all__ = ["CheckpointHook", "EvalHook", "LoggingHook", "model_checkpoint_state"]
+
+
+def model_checkpoint_state(trainer: Any, metrics: dict[str, float] | None = None) -> dict[str, Any]:
+    """A prediction checkpoint: the student (and teacher, if any) weights plus run context."""
+    method = trainer.method
+    state: dict[str, Any] = {
+        "kind": "ssmd-model",
+        "step": trainer.step,
+        "model": method.model.state_dict(),
+        "metrics": dict(metrics or {}),
+        **trainer.extra_state,
+    }
+    teacher = getattr(method, "teacher", None)
+    if teacher is not None:
+        state["teacher"] = teacher.state_dict()
+    return state
+
+
+class CheckpointHook(HookBase):
+    """Write the resumable ``last.pt`` every ``every`` steps and at the end of training."""
+
+    def __init__(self, output_dir: str | Path, every: int) -> None:
+        self.path = Path(output_dir) / "last.pt"
+        self.every = every
+
+    def after_step(self) -> None:
+        step = self.trainer.step
+        if (self.every > 0 and step % self.every == 0) or step == self.trainer.max_iters:
+            self.trainer.save(self.path)
+
+
+class EvalHook(HookBase):
+    """Validate every ``every`` steps and at the end; keep the best model as ``best.pt``.
+
+    Args:
+        evaluate: callable taking the trainer and returning a metrics dict.
+        output_dir: where ``best.pt`` and ``metrics.jsonl`` go.
+        every: validation period in steps (``<= 0``: only at the end).
+        metric: key of the metrics dict that selects the best checkpoint (higher is better).
+        logger: the :class:`LoggingHook`, to write validation rows to ``metrics.jsonl``.
+    """
+
+    def __init__(
+        self,
+        evaluate: Callable[[Any], dict[str, float]],
+        output_dir: str | Path,
+        every: int,
+        metric: str = "AP",
+        logger: LoggingHook | None = None,
+    ) -> None:
+        self.evaluate = evaluate
+        self.best_path = Path(output_dir) / "best.pt"
+        self.every = every
+        self.metric = metric
+        self.logger = logger
+        self.best = -math.inf
+        self.best_step = -1
+        self.history: list[dict[str, float]] = []
+
+    def after_step(self) -> None:
+        step = self.trainer.step
+        if (self.every > 0 and step % self.every == 0) or step == self.trainer.max_iters:
+            self.run()
+
+    def run(self) -> dict[str, float]:
+        """Evaluate now, log, and write ``best.pt`` if the selection metric improved."""
+        start = time.perf_counter()
+        metrics = self.evaluate(self.trainer)
+        if self.metric not in metrics:
+            raise KeyError(f"eval.select_metric = {self.metric!r} is not among the metrics {sorted(metrics)}")
+        value = float(metrics[self.metric])
+        improved = value > self.best
+        if improved:
+            self.best, self.best_step = value, self.trainer.step
+            save_checkpoint(model_checkpoint_state(self.trainer, metrics), self.best_path)
+        row = {"step": self.trainer.step, **{f"val/{k}": float(v) for k, v in metrics.items()}}
+        row["val/seconds"] = time.perf_counter() - start
+        row["val/best"] = self.best
+        self.history.append(row)
+        if self.logger is not None:
+            self.logger.write(row)
+            self.logger.message(
+                f"step {self.trainer.step}: val {self.metric}={value:.4f}"
+                + (" (best, saved best.pt)" if improved else f" (best {self.best:.4f} at step {self.best_step})")
+            )
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_step": self.best_step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = float(state.get("best", -math.inf))
+        self.best_step = int(state.get("best_step", -1))
+
+
+class LoggingHook(HookBase):
+    """Progress bar with loss and ETA, ``metrics.jsonl`` rows, optional TensorBoard.
+
+    Args:
+        output_dir: folder of ``metrics.jsonl`` (and ``tensorboard/``).
+        every: log period in steps.
+        progress: show a tqdm progress bar (on stderr).
+        tensorboard: also write TensorBoard scalars (needs the ``tensorboard`` extra).
+    """
+
+    def __init__(self, output_dir: str | Path, every: int = 10, progress: bool = True, tensorboard: bool = False) -> None:
+        self.path = Path(output_dir) / "metrics.jsonl"
+        self.every = max(1, every)
+        self.progress = progress
+        self.tensorboard = tensorboard
+        self._bar: Any = None
+        self._tb: Any = None
+        self._sums: dict[str, float] = {}
+        self._count = 0
+
+    def before_train(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(
+                total=self.trainer.max_iters,
+                initial=self.trainer.step,
+                desc="train",
+                unit="it",
+                dynamic_ncols=True,
+                mininterval=1.0,
+            )
+        if self.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as exc:
+                raise ImportError(
+                    "train.tensorboard=true needs TensorBoard: pip install 'ssmd[tensorboard]'"
+                ) from exc
+            self._tb = SummaryWriter(str(self.path.parent / "tensorboard"))
+
+    def after_step(self) -> None:
+        for k, v in self.trainer.last_losses.items():
+            self._sums[k] = self._sums.get(k, 0.0) + v
+        self._count += 1
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(loss=f"{self.trainer.last_losses.get('loss', float('nan')):.4f}", refresh=False)
+        step = self.trainer.step
+        if step % self.every == 0 or step == self.trainer.max_iters:
+            row: dict[str, float] = {"step": step}
+            row.update({f"train/{k}": s / self._count for k, s in self._sums.items()})
+            row["train/lr"] = float(self.trainer.optimizer.param_groups[0]["lr"])
+            row["train/step_seconds"] = self.trainer.last_step_time
+            self.write(row)
+            self._sums, self._count = {}, 0
+
+    def write(self, row: dict[str, float]) -> None:
+        """Append one JSON row to ``metrics.jsonl`` (and TensorBoard)."""
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        if self._tb is not None:
+            step = int(row["step"])
+            for key, value in row.items():
+                if key != "step":
+                    self._tb.add_scalar(key, value, step)
+
+    def message(self, text: str) -> None:
+        """Print a line without breaking the progress bar."""
+        if self._bar is not None:
+            self._bar.write(text)
+        else:
+            print(text, flush=True)
+
+    def after_train(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if self._tb is not None:
+            self._tb.close()

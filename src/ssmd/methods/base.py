@@ -1,0 +1,78 @@
+"""The contract every training method implements, and the registry that builds them.
+
+A method is small: it owns the model(s) it trains (the student, and a teacher if it
+has one) and implements one :meth:`Method.training_step` that turns a labeled batch
+(and an unlabeled batch, for semi-supervised methods) into a dict of losses. The
+engine does everything else — optimisation, schedules, EMA updates through
+:meth:`Method.after_step`, evaluation, checkpointing and logging.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ssmd.structures.sample import Batch
+from ssmd.utils.registry import Registry
+
+__all__ = ["METHODS", "Method", "build_method"]
+
+
+class Method(nn.Module, abc.ABC):
+    """Base class of training methods.
+
+    Args:
+        model: the detector (or classifier) being trained — the student.
+
+    Subclasses set :attr:`uses_unlabeled` and :attr:`defaults` (their config keys
+    with default values) and implement :meth:`training_step`.
+    """
+
+    uses_unlabeled: ClassVar[bool] = False
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    @abc.abstractmethod
+    def training_step(self, labeled: Batch, unlabeled: Batch | None, step: int, max_iters: int) -> dict[str, Tensor]:
+        """Losses of one step; must contain ``"loss"``, the total that is back-propagated."""
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters the optimiser updates (the student's)."""
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    @torch.no_grad()
+    def after_step(self, step: int) -> None:  # noqa: B027 - optional hook
+        """Called after every optimiser step (e.g. an EMA teacher update)."""
+
+    def inference_model(self, which: str = "student") -> nn.Module:
+        """The network used for prediction (``student`` by default, as in the SSMD paper)."""
+        if which != "student":
+            raise ValueError(f"{type(self).__name__} has no {which!r} network; use 'student'")
+        return self.model
+
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+
+def build_method(name: str, model: nn.Module, params: dict[str, Any] | None = None) -> Method:
+    """Build the registered method ``name`` around ``model`` with ``params`` over its defaults.
+
+    Raises:
+        KeyError: unknown method (the message lists the known ones).
+        ValueError: a parameter the method does not declare (``method.<key>``).
+    """
+    cls = METHODS.get(name)
+    params = dict(params or {})
+    params.pop("name", None)
+    unknown = sorted(set(params) - set(cls.defaults))
+    if unknown:
+        known = ", ".join(sorted(cls.defaults)) or "(none)"
+        raise ValueError(f"method {name!r} has no parameter(s) {', '.join('method.' + k for k in unknown)}; known: {known}")
+    merged = {**cls.defaults, **params}
+    return cls(model, **merged)
