@@ -52,7 +52,8 @@ class EvalHook(HookBase):
         output_dir: where ``best.pt`` and ``metrics.jsonl`` go.
         every: validation period in steps (``<= 0``: only at the end).
         metric: key of the metrics dict that selects the best checkpoint (higher is better).
-        logger: the :class:`LoggingHook`, to write validation rows to ``metrics.jsonl``.
+        logger: the :class:`LoggingHook` that writes validation rows to ``metrics.jsonl``
+            (default: the trainer's first ``LoggingHook``).
     """
 
     def __init__(
@@ -71,6 +72,10 @@ class EvalHook(HookBase):
         self.best = -math.inf
         self.best_step = -1
         self.history: list[dict[str, float]] = []
+
+    def before_train(self) -> None:
+        if self.logger is None:
+            self.logger = next((h for h in self.trainer.hooks if isinstance(h, LoggingHook)), None)
 
     def after_step(self) -> None:
         step = self.trainer.step

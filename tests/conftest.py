@@ -1,0 +1,26 @@
+"""Shared fixtures: paths to the real data in ../shared/data (tests skip when absent)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _few_threads() -> None:
+    """Keep every test on the 2 cores CI has, and deterministic."""
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def dsb_root() -> Path:
+    root = SHARED_DATA / "dsb2018" / "stage1_train"
+    if not root.is_dir():
+        pytest.skip(f"real DSB data not found at {root}")
+    return root
