@@ -1,0 +1,322 @@
+"""Factories that turn a resolved config into data, a model, a method and a trainer.
+
+The model and the methods never read the config: everything here turns config keys
+into constructor arguments (detectron2's rule). :func:`run_training` is the whole
+``ssmd train`` job: split, train with periodic validation, keep ``best.pt``, and
+evaluate the best model on the test part.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ssmd.config import ConfigError, dump_config
+from ssmd.data import build_dataset
+from ssmd.data.datasets.base import DetectionDataset
+from ssmd.data.datasets.coco import to_coco_dict
+from ssmd.data.splits import Split, make_split
+from ssmd.data.transforms import Compose, Normalize, RandomHFlip, RandomRotate, RandomVFlip, Resize
+from ssmd.engine.checkpoint import CheckpointError, load_checkpoint
+from ssmd.engine.hooks import CheckpointHook, EvalHook, LoggingHook
+from ssmd.engine.loader import BatchStream, PreparedSamples
+from ssmd.engine.predict import predict_samples
+from ssmd.engine.schedules import lr_factor
+from ssmd.engine.trainer import Trainer
+from ssmd.evaluation import coco_ap, froc_from_coco, predictions_to_coco_results
+from ssmd.methods import Method, build_method
+from ssmd.models.detectors.retinanet import RetinaNet, build_retinanet
+from ssmd.structures.sample import Sample
+
+__all__ = [
+    "DataBundle",
+    "build_data",
+    "build_model",
+    "build_optimizer",
+    "evaluate_predictions",
+    "load_model",
+    "predict_dataset",
+    "run_training",
+    "seed_everything",
+]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch, and ask torch for deterministic kernels on CPU."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def dataset_from_config(data_cfg: dict[str, Any]) -> DetectionDataset:
+    """The full dataset named by ``data.format`` / ``data.root`` (before splitting)."""
+    fmt = data_cfg["format"]
+    if fmt == "synthetic":
+        syn = data_cfg.get("synthetic") or {}
+        return build_dataset(
+            "synthetic",
+            None,
+            n_images=int(syn.get("n_images", 400)),
+            image_size=syn.get("image_size", 256),
+            seed=int(syn.get("seed", 0)),
+            cache_dir=data_cfg.get("cache_dir"),
+        )
+    if data_cfg.get("root") in (None, ""):
+        raise ConfigError(f"data.root is required for data.format={fmt!r} (a folder, or a COCO JSON file)")
+    kwargs: dict[str, Any] = {}
+    if fmt == "coco":
+        kwargs["image_root"] = data_cfg.get("image_root")
+    if fmt == "dsb2018" and data_cfg.get("cache_dir"):
+        kwargs["cache_dir"] = data_cfg["cache_dir"]
+    return build_dataset(fmt, data_cfg["root"], **kwargs)
+
+
+def prepare_transform(data_cfg: dict[str, Any]) -> Callable[[Sample], Sample]:
+    """The deterministic part: resize (longer side ``data.input_size``) and pad to a multiple of 128."""
+    return Resize(int(data_cfg["input_size"]), pad_to=128)
+
+
+def normalize_transform(data_cfg: dict[str, Any]) -> Callable[[Sample], Sample]:
+    """Per-dataset intensity normalisation ``(x - mean) / std``."""
+    return Normalize(data_cfg["mean"], data_cfg["std"])
+
+
+def augment_transform(config: dict[str, Any]) -> Callable[[Sample], Sample]:
+    """Random augmentation of training samples (flip / rotation, as the SSMD supervised baseline), then normalise."""
+    aug = config["augment"]
+    steps: list[Callable[[Sample], Sample]] = []
+    if float(aug.get("hflip", 0)) > 0:
+        steps.append(RandomHFlip(float(aug["hflip"])))
+    if float(aug.get("vflip", 0)) > 0:
+        steps.append(RandomVFlip(float(aug["vflip"])))
+    if float(aug.get("rotate", 0)) > 0:
+        steps.append(RandomRotate(float(aug["rotate"])))
+    steps.append(normalize_transform(config["data"]))
+    return Compose(steps)
+
+
+@dataclass
+class DataBundle:
+    """A dataset, its split, and prepared (resized, cached) samples."""
+
+    dataset: DetectionDataset
+    split: Split
+    samples: PreparedSamples
+
+    def indices(self, part: str) -> list[int]:
+        """Dataset indices of one split part (``train``, ``val``, ``test``, ``labeled``, ``unlabeled``)."""
+        return [self.dataset.index_of(n) for n in self.split.part(part)]  # type: ignore[arg-type]
+
+    def gt(self, part: str) -> dict[str, Any]:
+        """COCO ground truth of one split part, in original image pixels."""
+        return to_coco_dict(self.dataset, self.indices(part))
+
+
+def build_data(config: dict[str, Any]) -> DataBundle:
+    """Dataset, split (drawn, or loaded from ``split.manifest``) and prepared samples."""
+    dataset = dataset_from_config(config["data"])
+    sp = config["split"]
+    if sp.get("manifest"):
+        split = Split.from_json(sp["manifest"], dataset)
+    else:
+        split = make_split(
+            dataset,
+            seed=int(sp["seed"]),
+            fractions=(float(sp["train"]), float(sp["val"]), float(sp["test"])),
+            labeled_ratio=float(sp["labeled_ratio"]),
+        )
+    samples = PreparedSamples(dataset, prepare_transform(config["data"]), cache=bool(config["data"]["cache_images"]))
+    return DataBundle(dataset, split, samples)
+
+
+def build_model(model_cfg: dict[str, Any], num_classes: int) -> RetinaNet:
+    """The detector from the ``model`` section."""
+    return build_retinanet(
+        backbone=model_cfg["backbone"],
+        width_multiplier=float(model_cfg["width_multiplier"]),
+        fpn_channels=int(model_cfg["fpn_channels"]),
+        head_convs=int(model_cfg["head_convs"]),
+        num_classes=num_classes,
+        anchor_sizes=tuple(float(s) for s in model_cfg["anchor_sizes"]),
+        activation=model_cfg["activation"],
+        cls_loss=model_cfg["cls_loss"],
+        pretrained_weights=model_cfg.get("pretrained_weights"),
+        score_thresh=float(model_cfg["score_thresh"]),
+        nms_thresh=float(model_cfg["nms_thresh"]),
+        topk_candidates=int(model_cfg["topk_candidates"]),
+        detections_per_img=int(model_cfg["detections_per_img"]),
+    )
+
+
+def build_optimizer(params: list[nn.Parameter], train_cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    """Adam (the SSMD paper's choice) or SGD with momentum."""
+    name = train_cfg["optimizer"]
+    lr, wd = float(train_cfg["lr"]), float(train_cfg["weight_decay"])
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=float(train_cfg["momentum"]), weight_decay=wd)
+    raise ConfigError(f"train.optimizer = {name!r}: expected adam or sgd")
+
+
+def evaluate_predictions(
+    gt: dict[str, Any], predictions: list[dict[str, Any]], eval_cfg: dict[str, Any], label_to_category: dict[int, int] | None = None
+) -> dict[str, float]:
+    """COCO AP/AR (and FROC sensitivities + CPM when ``eval.froc``) of per-image predictions."""
+    results = predictions_to_coco_results(
+        [p["image_id"] for p in predictions], predictions, label_to_category
+    )
+    metrics = coco_ap(gt, results, max_dets=int(eval_cfg["max_dets"]))
+    if eval_cfg.get("froc", True):
+        fr = froc_from_coco(gt, results, fp_rates=tuple(float(r) for r in eval_cfg["fp_rates"]), hit=eval_cfg.get("froc_hit", "iou"))
+        metrics.update(fr.to_dict())
+    return metrics
+
+
+def _evaluate_part(method: Method, data: DataBundle, part: str, config: dict[str, Any], which: str = "student") -> tuple[dict[str, float], list[dict[str, Any]]]:
+    preds = predict_samples(
+        method.inference_model(which),
+        data.samples,
+        data.indices(part),
+        batch_size=int(config["eval"]["batch_size"]),
+        normalize=normalize_transform(config["data"]),
+    )
+    metrics = evaluate_predictions(data.gt(part), preds, config["eval"], data.dataset.label_to_category)
+    return metrics, preds
+
+
+def run_training(config: dict[str, Any], resume: str | Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train ``config`` end to end; returns the final test metrics and where things were written.
+
+    Writes to ``output_dir``: ``config.yaml`` (resolved), ``split.json``, ``metrics.jsonl``,
+    ``last.pt`` (resumable), ``best.pt`` (best validation ``eval.select_metric``),
+    ``test_metrics.json`` and ``test_predictions.json`` (COCO results of the best model).
+    """
+    out = Path(config["output_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(int(config["seed"]))
+    data = build_data(config)
+    dump_config(config, out / "config.yaml")
+    data.split.to_json(out / "split.json")
+    num_classes = max(1, data.dataset.num_classes)
+    model = build_model(config["model"], num_classes)
+    method_cfg = dict(config["method"])
+    method = build_method(method_cfg.pop("name"), model, method_cfg)
+    tcfg = config["train"]
+    max_iters = int(tcfg["max_iters"])
+    optimizer = build_optimizer(method.trainable_parameters(), tcfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: lr_factor(
+            step,
+            max_iters=max_iters,
+            schedule=tcfg["schedule"],
+            warmup_iters=int(tcfg["warmup_iters"]),
+            step_at=float(tcfg["step_at"]),
+            gamma=float(tcfg["gamma"]),
+        ),
+    )
+    augment = augment_transform(config)
+    batch = int(tcfg["batch_size"])
+    seed = int(config["seed"])
+    labeled = BatchStream(data.samples, data.indices("labeled"), batch, seed=seed, augment=augment, is_labeled=True)
+    unlabeled = None
+    if method.uses_unlabeled:
+        ub = int(tcfg["unlabeled_batch_size"] or batch)
+        unlabeled = BatchStream(data.samples, data.indices("unlabeled"), ub, seed=seed + 7919, augment=augment, is_labeled=False)
+    val_part = "val" if data.split.val else "test"
+
+    def evaluate(trainer: Trainer) -> dict[str, float]:
+        return _evaluate_part(trainer.method, data, val_part, config)[0]
+
+    logger = LoggingHook(out, every=int(tcfg["log_every"]), progress=bool(tcfg["progress"]), tensorboard=bool(tcfg["tensorboard"]))
+    eval_hook = EvalHook(evaluate, out, every=int(tcfg["eval_every"]), metric=config["eval"]["select_metric"], logger=logger)
+    hooks = [logger, CheckpointHook(out, every=int(tcfg["checkpoint_every"])), eval_hook]
+    trainer = Trainer(
+        method,
+        optimizer,
+        scheduler,
+        labeled,
+        unlabeled,
+        max_iters,
+        hooks,
+        grad_clip=float(tcfg["grad_clip"]) if tcfg.get("grad_clip") else None,
+        extra_state={"config": config, "split": data.split.to_dict(), "num_classes": num_classes, "categories": data.dataset.categories},
+    )
+    if resume is not None:
+        trainer.resume(resume)
+        log(f"resumed from {resume} at step {trainer.step}")
+    start = time.perf_counter()
+    trainer.train()
+    train_seconds = time.perf_counter() - start
+    best = load_checkpoint(out / "best.pt")
+    method.model.load_state_dict(best["model"])
+    test_metrics, test_preds = _evaluate_part(method, data, "test", config) if data.split.test else ({}, [])
+    results = predictions_to_coco_results([p["image_id"] for p in test_preds], test_preds, data.dataset.label_to_category)
+    (out / "test_predictions.json").write_text(json.dumps(results))
+    summary = {
+        "test": test_metrics,
+        "best_val": eval_hook.best,
+        "best_step": eval_hook.best_step,
+        "train_seconds": train_seconds,
+        "max_iters": max_iters,
+        "labeled_images": len(data.split.labeled),
+        "unlabeled_images": len(data.split.unlabeled),
+        "method": config["method"]["name"],
+        "seed": seed,
+        "output_dir": str(out),
+    }
+    (out / "test_metrics.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def load_model(checkpoint: str | Path, which: str = "student") -> tuple[RetinaNet, dict[str, Any]]:
+    """A detector and its config from ``best.pt`` / ``last.pt`` (``weights_only`` loading).
+
+    Args:
+        checkpoint: a model checkpoint (``best.pt``) or a training checkpoint (``last.pt``).
+        which: ``student`` or ``teacher`` (methods with an EMA teacher store both).
+    """
+    state = load_checkpoint(checkpoint)
+    if "config" not in state:
+        raise CheckpointError(f"{checkpoint}: field 'config' missing: not an ssmd checkpoint")
+    config = state["config"]
+    model = build_model(config["model"], int(state.get("num_classes", 1)))
+    if state.get("kind") == "ssmd-model":
+        key = "model" if which == "student" else "teacher"
+        if key not in state:
+            raise CheckpointError(f"{checkpoint}: field {key!r} missing: this run has no {which} network")
+        weights = state[key]
+    elif state.get("kind") == "ssmd-train":
+        prefix = "model." if which == "student" else "teacher."
+        weights = {k[len(prefix) :]: v for k, v in state["method"].items() if k.startswith(prefix)}
+        if not weights:
+            raise CheckpointError(f"{checkpoint}: no {which} weights in field 'method'")
+    else:
+        raise CheckpointError(f"{checkpoint}: field 'kind' = {state.get('kind')!r}: not an ssmd checkpoint")
+    model.load_state_dict(weights)
+    model.eval()
+    return model, state
+
+
+def predict_dataset(
+    model: nn.Module, config: dict[str, Any], dataset: DetectionDataset, batch_size: int = 4, progress: bool = True
+) -> list[dict[str, Any]]:
+    """Predict every image of ``dataset`` with the resize/normalisation of the run's ``config``.
+
+    Boxes come back in each image's original pixels; ``image_id`` is the dataset's.
+    """
+    samples = PreparedSamples(dataset, prepare_transform(config["data"]), cache=False)
+    return predict_samples(
+        model, samples, range(len(dataset)), batch_size=batch_size, normalize=normalize_transform(config["data"]), progress=progress
+    )
