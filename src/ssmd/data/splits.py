@@ -1,0 +1,290 @@
+"""Train/val/test and labeled/unlabeled splits, deterministic by seed, saved as JSON manifests.
+
+Algorithm (the same on every machine and in every process; no Python ``hash()``):
+
+1. sort the image ``file_name`` s (plain string order);
+2. ``rng = numpy.random.Generator(PCG64(seed))``; ``perm = rng.permutation(n)``;
+   the first ``round(f_train * n)`` images of ``perm`` are train, the next
+   ``round(f_val * n)`` val, the rest test;
+3. ``perm2 = rng.permutation(n_train)`` (same generator, next draw) orders the train
+   images; the labeled set is the first ``max(1, round(ratio * n_train))`` of that order.
+
+The train/val/test partition does not depend on the labeled ratio, and the labeled
+sets of one seed are prefixes of one permutation, so they are nested:
+``labeled(0.1) ⊂ labeled(0.2)``. Lists in a :class:`Split` are stored sorted.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ssmd.data.datasets.base import DetectionDataset, SubsetDataset, Transform
+from ssmd.data.io import atomic_write_json
+from ssmd.utils.errors import DataError
+
+__all__ = [
+    "LABELED_RATIO_RANGE",
+    "Split",
+    "SplitPart",
+    "apply_split",
+    "make_split",
+]
+
+LABELED_RATIO_RANGE = (0.05, 1.0)
+"""Allowed labeled ratios (inclusive)."""
+
+SplitPart = Literal["train", "val", "test", "labeled", "unlabeled"]
+
+_FORMAT = "ssmd-split"
+_VERSION = 1
+
+
+def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+    if len(fractions) != 3:
+        raise ValueError(f"fractions = {tuple(fractions)!r}: need (train, val, test)")
+    f = tuple(float(v) for v in fractions)
+    if any(not math.isfinite(v) or v < 0 or v > 1 for v in f) or abs(sum(f) - 1.0) > 1e-6:
+        raise ValueError(f"fractions = {f!r}: need three values in [0, 1] summing to 1")
+    if f[0] == 0:
+        raise ValueError(f"fractions = {f!r}: the train fraction must be > 0")
+    return f[0], f[1], f[2]
+
+
+def _check_ratio(labeled_ratio: float) -> float:
+    lo, hi = LABELED_RATIO_RANGE
+    r = float(labeled_ratio)
+    if not (math.isfinite(r) and lo <= r <= hi):
+        raise ValueError(f"labeled_ratio = {labeled_ratio!r}: must lie in [{lo}, {hi}]")
+    return r
+
+
+@dataclass
+class Split:
+    """A train/val/test partition with a labeled subset of train, by ``file_name``.
+
+    Attributes:
+        train: train images (sorted).
+        val: validation images (sorted).
+        test: test images (sorted).
+        labeled: labeled train images (sorted); ``labeled ⊂ train``.
+        unlabeled: ``train - labeled`` (sorted).
+        seed: the seed that produced it.
+        ratios: ``{"train", "val", "test", "labeled"}`` fractions it was made with.
+    """
+
+    train: list[str]
+    val: list[str]
+    test: list[str]
+    labeled: list[str]
+    unlabeled: list[str]
+    seed: int
+    ratios: dict[str, float] = field(default_factory=dict)
+
+    def validate(self, source: str | Path = "<split>") -> None:
+        """Check the partition's internal consistency.
+
+        Raises:
+            DataError: overlapping parts, repeated names, or labeled/unlabeled not a
+                partition of train (the message names an offending file).
+        """
+        seen: dict[str, str] = {}
+        for part in ("train", "val", "test"):
+            for name in getattr(self, part):
+                if name in seen:
+                    raise DataError(source, part, name, f"also listed in {seen[name]!r}")
+                seen[name] = part
+        train = set(self.train)
+        lab, unl = set(self.labeled), set(self.unlabeled)
+        for part, names in (("labeled", self.labeled), ("unlabeled", self.unlabeled)):
+            if len(set(names)) != len(names):
+                dup = next(n for n in names if names.count(n) > 1)
+                raise DataError(source, part, dup, "listed twice")
+            for name in names:
+                if name not in train:
+                    raise DataError(source, part, name, "not in 'train'")
+        both = lab & unl
+        if both:
+            raise DataError(source, "labeled", sorted(both)[0], "also listed in 'unlabeled'")
+        missing = train - lab - unl
+        if missing:
+            raise DataError(source, "train", sorted(missing)[0], "neither labeled nor unlabeled")
+
+    def check_dataset(self, dataset: DetectionDataset, source: str | Path = "<split>") -> None:
+        """Check that every file name of the split is an image of ``dataset``.
+
+        Raises:
+            DataError: names the first missing file name and the part that lists it.
+        """
+        names = set(dataset.file_names)
+        for part in ("train", "val", "test"):
+            for name in getattr(self, part):
+                if name not in names:
+                    raise DataError(
+                        source, part, name, f"not an image of the dataset {dataset.source}"
+                    )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (the manifest)."""
+        return {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "seed": self.seed,
+            "ratios": dict(self.ratios),
+            "train": list(self.train),
+            "val": list(self.val),
+            "test": list(self.test),
+            "labeled": list(self.labeled),
+            "unlabeled": list(self.unlabeled),
+        }
+
+    def to_json(self, path: str | Path) -> Path:
+        """Write the manifest to ``path`` (atomically); returns ``path``."""
+        path = Path(path)
+        atomic_write_json(path, self.to_dict(), indent=1)
+        return path
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path = "<dict>") -> Split:
+        """Rebuild a split from :meth:`to_dict` output, validating every field."""
+        if not isinstance(data, dict):
+            raise DataError(source, "<root>", type(data).__name__, "a split must be a JSON object")
+        if data.get("format") != _FORMAT:
+            raise DataError(source, "format", data.get("format"), f"expected {_FORMAT!r}")
+        if data.get("version") != _VERSION:
+            raise DataError(source, "version", data.get("version"), f"expected {_VERSION}")
+        seed = data.get("seed")
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise DataError(source, "seed", seed, "must be an integer")
+        ratios = data.get("ratios", {})
+        if not isinstance(ratios, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in ratios.values()
+        ):
+            raise DataError(source, "ratios", ratios, "must map names to numbers")
+        parts: dict[str, list[str]] = {}
+        for key in ("train", "val", "test", "labeled", "unlabeled"):
+            v = data.get(key)
+            if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
+                raise DataError(source, key, v, "must be a list of file names")
+            parts[key] = list(v)
+        split = cls(seed=seed, ratios={k: float(v) for k, v in ratios.items()}, **parts)
+        split.validate(source)
+        return split
+
+    @classmethod
+    def from_json(cls, path: str | Path, dataset: DetectionDataset | None = None) -> Split:
+        """Read a manifest written by :meth:`to_json`.
+
+        Args:
+            path: the manifest.
+            dataset: if given, every file name must be one of its images.
+
+        Raises:
+            DataError: unreadable or inconsistent manifest, or a file name not in ``dataset``.
+        """
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise DataError(path, "file", str(path), "does not exist") from exc
+        except json.JSONDecodeError as exc:
+            raise DataError(path, "json", f"line {exc.lineno} column {exc.colno}", exc.msg) from exc
+        split = cls.from_dict(data, path)
+        if dataset is not None:
+            split.check_dataset(dataset, path)
+        return split
+
+    def part(self, name: SplitPart) -> list[str]:
+        """The file names of one part."""
+        if name not in ("train", "val", "test", "labeled", "unlabeled"):
+            raise ValueError(
+                f"split part {name!r}: expected train, val, test, labeled or unlabeled"
+            )
+        return list(getattr(self, name))
+
+
+def make_split(
+    file_names: Sequence[str] | DetectionDataset,
+    seed: int = 0,
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    labeled_ratio: float = 1.0,
+) -> Split:
+    """Split images into train/val/test and train into labeled/unlabeled (module docstring).
+
+    Args:
+        file_names: the images' ``file_name`` s, or a dataset.
+        seed: any integer ``>= 0``.
+        fractions: ``(train, val, test)``, summing to 1, train > 0.
+        labeled_ratio: fraction of train that is labeled, in ``[0.05, 1.0]``;
+            ``max(1, round(labeled_ratio * n_train))`` images.
+
+    Raises:
+        ValueError: bad fractions/ratio/seed (the message names the value), repeated
+            names, or no train image.
+    """
+    names = file_names.file_names if isinstance(file_names, DetectionDataset) else list(file_names)
+    f_train, f_val, f_test = _check_fractions(fractions)
+    ratio = _check_ratio(labeled_ratio)
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed = {seed!r}: need an integer >= 0")
+    ordered = sorted(names)
+    if len(set(ordered)) != len(ordered):
+        dup = next(a for a, b in itertools.pairwise(ordered) if a == b)
+        raise ValueError(f"file name {dup!r} is listed twice")
+    n = len(ordered)
+    n_train = round(f_train * n)
+    n_val = min(round(f_val * n), n - n_train)
+    if n_train < 1:
+        raise ValueError(f"{n} images with train fraction {f_train}: no train image")
+    rng = np.random.Generator(np.random.PCG64(seed))
+    perm = rng.permutation(n)
+    train = [ordered[k] for k in perm[:n_train]]
+    val = [ordered[k] for k in perm[n_train : n_train + n_val]]
+    test = [ordered[k] for k in perm[n_train + n_val :]]
+    order = rng.permutation(n_train)
+    n_lab = max(1, round(ratio * n_train))
+    labeled = [train[k] for k in order[:n_lab]]
+    unlabeled = [train[k] for k in order[n_lab:]]
+    return Split(
+        train=sorted(train),
+        val=sorted(val),
+        test=sorted(test),
+        labeled=sorted(labeled),
+        unlabeled=sorted(unlabeled),
+        seed=seed,
+        ratios={"train": f_train, "val": f_val, "test": f_test, "labeled": ratio},
+    )
+
+
+def apply_split(
+    dataset: DetectionDataset,
+    split: Split,
+    part: SplitPart,
+    transform: Transform | str | None = "inherit",
+) -> SubsetDataset:
+    """The view of ``dataset`` for one part of ``split``.
+
+    ``train`` keeps all train images and marks the unlabeled ones ``is_labeled=False``
+    (they still carry their boxes); ``labeled`` / ``unlabeled`` hold only those images;
+    ``val`` / ``test`` keep the dataset's flags. A split never makes an image labeled
+    that the dataset itself marks unlabeled (e.g. a DSB image without ``masks/``).
+
+    Raises:
+        DataError: a file name of the split is not in ``dataset``.
+    """
+    split.check_dataset(dataset)
+    names = split.part(part)
+    indices = [dataset.index_of(n) for n in names]
+    if part in ("train", "labeled", "unlabeled"):
+        lab = set(split.labeled)
+        flags = [n in lab and dataset.is_labeled(i) for n, i in zip(names, indices, strict=True)]
+    else:
+        flags = [dataset.is_labeled(i) for i in indices]
+    return dataset.subset(indices, labeled=flags, transform=transform)
