@@ -256,14 +256,19 @@ def test_prediction_on_crowd_region_is_ignored() -> None:
     # GT: one object and one iscrowd region. A prediction inside the crowd region,
     # scored above the TP, is ignored (pycocotools semantics) -> AP stays 1.
     # Without the crowd flag the same prediction is an FP ranked first -> AP 0.5.
-    boxes = [[10, 10, 10, 10], [100, 100, 50, 50]]
+    boxes: list[list[float]] = [[10, 10, 10, 10], [100, 100, 50, 50]]
     preds = [_pred([110, 110, 20, 20], 0.95), _pred([10, 10, 10, 10], 0.9)]
     crowd = coco_ap(_gt(boxes, crowd=[0, 1]), preds)
     assert crowd["AP"] == pytest.approx(1.0, abs=1e-12)
-    # Without the flag the region is an object of its own: the 0.95 box misses it
-    # (IoU 0.16) so it is an FP, and the region itself is never found.
+    # Without the region the 0.95 box is an FP ranked first: precision 1/2 at every
+    # recall threshold -> AP 0.5.
     plain = coco_ap(_gt([boxes[0]]), preds)
     assert plain["AP"] == pytest.approx(0.5, abs=1e-12)
+    # With the flag off the region is an object of its own that the 0.95 box misses
+    # (IoU 400/2500 = 0.16): FP (P 0, R 0), TP (P 1/2, R 1/2) -> precision 1/2 at the
+    # 51 recall thresholds 0.00 .. 0.50, 0 above -> AP = 0.5 * 51 / 101.
+    unflagged = coco_ap(_gt(boxes), preds)
+    assert unflagged["AP"] == pytest.approx(0.5 * 51 / 101, abs=1e-12)
 
 
 def test_default_max_dets_does_not_cap_recall() -> None:

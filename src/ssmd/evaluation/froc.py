@@ -168,7 +168,10 @@ def _boxes(x: ArrayLike, name: str, dims: int | None) -> np.ndarray:
         raise DataError(_ARGS, name, tuple(a.shape), "boxes must be (N, 4) 2D or (N, 6) 3D xyxy")
     if dims is not None and a.shape[1] != 2 * dims:
         raise DataError(
-            _ARGS, name, tuple(a.shape), f"expected {dims}D boxes like the other inputs"
+            _ARGS,
+            name,
+            tuple(a.shape),
+            f"{a.shape[1] // 2}D boxes where the other inputs are {dims}D",
         )
     if not np.isfinite(a).all():
         raise DataError(
@@ -325,7 +328,9 @@ def froc_match(
         all_scores.append(scores)
         all_status.append(status)
         all_image.append(np.full(preds.shape[0], i, dtype=np.int64))
-        lesion_scores.append(np.where(detected_by >= 0, scores[np.maximum(detected_by, 0)], np.nan))
+        found = np.full(detected_by.shape[0], np.nan)
+        found[detected_by >= 0] = scores[detected_by[detected_by >= 0]]
+        lesion_scores.append(found)
     return FROCMatch(
         scores=np.concatenate(all_scores) if n else np.zeros(0),
         status=np.concatenate(all_status) if n else np.zeros(0, dtype=np.int8),
