@@ -1,0 +1,131 @@
+"""Feature-space perturbations compared in Table 4 of the SSMD paper, behind one switch.
+
+``kind`` of :func:`insert_feature_perturbation`:
+
+* ``"nrb"``: the noisy residual block (Sec. 3.2, Eq. (6)-(7)) after every stage
+  (:mod:`ssmd.models.layers.noisy_residual`);
+* ``"dropout"``: layer-wise element-wise dropout (``p = drop_prob``) after every stage;
+* ``"dropblock"``: DropBlock (Ghiasi et al.) in ``conv4`` and ``conv5`` only, i.e. after
+  ``layer3`` and ``layer4``, "following the instructions proposed by [9]" (Sec. 4.5.3);
+  ``torchvision.ops.DropBlock2d`` / ``DropBlock3d``;
+* ``"noise"``: plain additive Gaussian noise ``X + N(mu, sigma)`` after every stage (the
+  NRB without its learned gate);
+* ``"none"``: nothing is inserted.
+
+All are active in ``train()`` mode only and are the identity in ``eval()`` mode. They are
+appended as the child ``feature_noise`` of the chosen ``layer{i}`` (see
+:func:`~ssmd.models.layers.noisy_residual.append_to_stages`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import DropBlock2d, DropBlock3d
+
+from ssmd.models.layers.noisy_residual import (
+    NoisyResidualBlock,
+    append_to_stages,
+    strip_feature_perturbations,
+)
+
+__all__ = [
+    "DEFAULT_STAGES",
+    "FEATURE_NOISE_KINDS",
+    "FeatureNoiseKind",
+    "GaussianFeatureNoise",
+    "insert_feature_perturbation",
+    "strip_feature_perturbations",
+]
+
+FeatureNoiseKind = Literal["nrb", "dropout", "dropblock", "noise", "none"]
+FEATURE_NOISE_KINDS: tuple[str, ...] = ("nrb", "dropout", "dropblock", "noise", "none")
+
+DEFAULT_STAGES: dict[str, tuple[int, ...]] = {
+    "nrb": (1, 2, 3, 4),
+    "dropout": (1, 2, 3, 4),
+    "dropblock": (3, 4),
+    "noise": (1, 2, 3, 4),
+    "none": (),
+}
+"""Stages (``layer{i}``) each kind perturbs when none are given."""
+
+
+class GaussianFeatureNoise(nn.Module):
+    """``X + N(mu, sigma)`` element-wise in training, identity in eval ("Noise" of Table 4).
+
+    Args:
+        mu: noise mean.
+        sigma: noise standard deviation.
+    """
+
+    def __init__(self, mu: float = 0.0, sigma: float = 1.0) -> None:
+        super().__init__()
+        if sigma < 0:
+            raise ValueError(f"GaussianFeatureNoise sigma must be >= 0, got {sigma}")
+        self.mu = float(mu)
+        self.sigma = float(sigma)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``Tensor[B, C, H, W]`` -> same shape."""
+        if not self.training:
+            return x
+        return x + (self.mu + self.sigma * torch.randn_like(x))
+
+    def extra_repr(self) -> str:
+        return f"mu={self.mu}, sigma={self.sigma}"
+
+
+def insert_feature_perturbation(
+    model: nn.Module,
+    kind: str,
+    stages: Iterable[int] | None = None,
+    *,
+    gamma: float = 0.9,
+    mu: float = 0.0,
+    sigma: float = 1.0,
+    drop_prob: float = 0.1,
+    block_size: int = 3,
+    spatial_dims: int = 2,
+) -> list[nn.Module]:
+    """Insert the feature perturbation ``kind`` into a built detector's ResNet backbone.
+
+    Args:
+        model: detector with a ResNet ``backbone`` (modified in place).
+        kind: ``"nrb"``, ``"dropout"``, ``"dropblock"``, ``"noise"`` or ``"none"``.
+        stages: 1-based stages; default :data:`DEFAULT_STAGES` of ``kind``.
+        gamma: NRB sigmoid scale (Eq. (7)).
+        mu: noise mean (``nrb``, ``noise``).
+        sigma: noise standard deviation (``nrb``, ``noise``).
+        drop_prob: drop probability (``dropout``, ``dropblock``).
+        block_size: DropBlock block side in feature pixels (default 3: the ``C5`` maps of
+            256-448 px inputs are only 8-14 px wide, where the DropBlock paper's 7 would
+            drop most of a map at once).
+        spatial_dims: 2 or 3.
+
+    Returns:
+        The inserted modules (empty for ``"none"``).
+
+    Raises:
+        ValueError: unknown ``kind`` or bad probability.
+    """
+    if kind not in FEATURE_NOISE_KINDS:
+        raise ValueError(f"feature noise kind must be one of {FEATURE_NOISE_KINDS}, got {kind!r}")
+    if kind == "none":
+        return []
+    chosen = tuple(DEFAULT_STAGES[kind] if stages is None else stages)
+    if kind in ("dropout", "dropblock") and not 0.0 <= drop_prob < 1.0:
+        raise ValueError(f"drop_prob must be in [0, 1), got {drop_prob}")
+    if kind == "nrb":
+        return append_to_stages(
+            model, chosen, lambda _, c: NoisyResidualBlock(c, gamma, mu, sigma, spatial_dims)
+        )
+    if kind == "dropout":
+        return append_to_stages(model, chosen, lambda _, __: nn.Dropout(drop_prob))
+    if kind == "dropblock":
+        block = DropBlock2d if spatial_dims == 2 else DropBlock3d
+        return append_to_stages(model, chosen, lambda _, __: block(drop_prob, block_size))
+    return append_to_stages(model, chosen, lambda _, __: GaussianFeatureNoise(mu, sigma))
