@@ -20,7 +20,7 @@ from ssmd.data.datasets import (
 )
 from ssmd.data.factory import DATASET_FORMATS, build_dataset
 from ssmd.data.splits import Split, apply_split, make_split
-from ssmd.data.stats import dataset_stats
+from ssmd.data.stats import dataset_stats, format_stats
 
 __all__ = [
     "DATASET_FORMATS",
@@ -36,6 +36,7 @@ __all__ = [
     "apply_split",
     "build_dataset",
     "dataset_stats",
+    "format_stats",
     "make_split",
     "to_coco_dict",
     "write_coco",

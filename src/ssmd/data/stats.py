@@ -10,7 +10,7 @@ import torch
 
 from ssmd.data.datasets.base import DetectionDataset
 
-__all__ = ["BOX_SIZE_BINS", "OBJECT_COUNT_BINS", "dataset_stats"]
+__all__ = ["BOX_SIZE_BINS", "OBJECT_COUNT_BINS", "dataset_stats", "format_stats"]
 
 OBJECT_COUNT_BINS = (0, 1, 10, 20, 40, 80, 160)
 """Lower edges of the objects-per-image histogram bins (the last bin is open)."""
@@ -96,3 +96,28 @@ def dataset_stats(ds: DetectionDataset) -> dict[str, Any]:
         "objects_per_category": {names.get(k, str(k)): per_cat[k] for k in sorted(per_cat)},
         "image_sizes": dict(img_sizes.most_common()),
     }
+
+
+def format_stats(stats: dict[str, Any]) -> str:
+    """:func:`dataset_stats` output as a short markdown report."""
+    opi = stats["objects_per_image"]
+    lines = [
+        f"format: {stats['format']}",
+        f"images: {stats['images']} ({stats['labeled_images']} labeled)",
+        f"objects: {stats['objects']} (ignore regions: {stats['ignore_regions']})",
+        f"objects/image: min {opi['min']}, median {opi['median']:g}, "
+        f"mean {opi['mean']:.1f}, max {opi['max']}",
+        "",
+    ]
+
+    def table(title: str, key: str, hist: dict[str, int]) -> None:
+        lines.extend([f"| {title} | {key} |", "|---|---:|"])
+        lines.extend(f"| {k} | {v} |" for k, v in hist.items())
+        lines.append("")
+
+    table("objects per image", "images", stats["objects_per_image_histogram"])
+    table("box size sqrt(w*h) px", "boxes", stats["box_size_histogram"])
+    table("COCO area class", "boxes", stats["box_size_coco"])
+    table("category", "objects", stats["objects_per_category"])
+    table("image size WxH", "images", stats["image_sizes"])
+    return "\n".join(lines).rstrip() + "\n"

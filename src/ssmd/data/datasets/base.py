@@ -12,7 +12,8 @@ relative to the root, ``/``-separated, compared as plain strings), so the same f
 always gets the same ids on every machine. Formats that carry their own ids (COCO)
 keep them.
 
-Labels are ``1..K``: label ``k`` is ``categories[k - 1]``.
+Labels are ``1..K``: label ``k`` is ``categories[k - 1]``
+(:attr:`DetectionDataset.label_to_category` maps labels to category ids).
 
 Labeled/unlabeled is a per-index flag. An unlabeled sample still carries its ground
 truth boxes (so pseudo-labels can be scored) but has ``is_labeled=False`` and must not
@@ -173,7 +174,8 @@ class DetectionDataset(Dataset[Sample]):
         """``K``, the number of categories (labels are ``1..K``)."""
         return len(self.categories)
 
-    def label_to_category_id(self) -> dict[int, int]:
+    @property
+    def label_to_category(self) -> dict[int, int]:
         """Map from contiguous label ``1..K`` to the category ``id`` to write back."""
         return {k: int(c["id"]) for k, c in enumerate(self.categories, start=1)}
 

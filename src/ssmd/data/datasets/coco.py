@@ -5,7 +5,7 @@ Reading: ``bbox`` ``[x, y, w, h]`` becomes ``xyxy`` absolute pixels (the convent
 as float32. Annotations with ``iscrowd=1`` are ignore regions
 (:attr:`~ssmd.structures.sample.Sample.ignore`), not boxes. Category ids are mapped to
 contiguous labels ``1..K`` in increasing id order (``categories`` keeps that order, so
-:meth:`~ssmd.data.datasets.base.DetectionDataset.label_to_category_id` maps back).
+:attr:`~ssmd.data.datasets.base.DetectionDataset.label_to_category` maps back).
 Image ids are kept as written; records are ordered by ``file_name``. ``segmentation``
 and ``area`` are not read (``area`` is recomputed as ``w * h`` on writing).
 
@@ -281,7 +281,7 @@ def to_coco_dict(dataset: DetectionDataset, indices: Sequence[int] | None = None
     Returns:
         ``{"images", "annotations", "categories"}`` (see the module docstring).
     """
-    cat_ids = dataset.label_to_category_id()
+    cat_ids = dataset.label_to_category
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     for i in indices if indices is not None else range(len(dataset)):
