@@ -9,6 +9,8 @@ Algorithm (the same on every machine and in every process; no Python ``hash()``)
 3. ``perm2 = rng.permutation(n_train)`` (same generator, next draw) orders the train
    images; the labeled set is the first ``max(1, round(ratio * n_train))`` of that order.
 
+``round`` is Python's (half to even), applied to the float product.
+
 The train/val/test partition does not depend on the labeled ratio, and the labeled
 sets of one seed are prefixes of one permutation, so they are nested:
 ``labeled(0.1) ⊂ labeled(0.2)``. Lists in a :class:`Split` are stored sorted.

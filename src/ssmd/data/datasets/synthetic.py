@@ -63,6 +63,7 @@ import json
 import logging
 import math
 import os
+import zipfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -479,6 +480,19 @@ def image_stem(index: int) -> str:
     return f"synth_{index:06d}"
 
 
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An ``.npz`` (readable by ``np.load``) deflated at level 1.
+
+    About 3x faster than ``np.savez_compressed`` for ~5% larger files.
+    """
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        for key, arr in arrays.items():
+            with z.open(f"{key}.npy", "w") as fh:
+                np.lib.format.write_array(fh, np.asarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
 def _as_size(image_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     if isinstance(image_size, int):
         return (image_size, image_size)
@@ -562,15 +576,13 @@ class SyntheticNucleiDataset(DetectionDataset):
 
     def _generate(self, i: int) -> SyntheticImage:
         gen = generate_image(i, self.seed, self.config)
-        buf = io.BytesIO()
-        np.savez_compressed(
-            buf,
-            image=gen.image,
-            instances=gen.instances,
-            boxes=gen.boxes,
-            style=np.array(gen.style),
-        )
-        atomic_write_bytes(self.records[i].path, buf.getvalue())
+        arrays = {
+            "image": gen.image,
+            "instances": gen.instances,
+            "boxes": gen.boxes,
+            "style": np.array(gen.style),
+        }
+        atomic_write_bytes(self.records[i].path, _npz_bytes(arrays))
         self.n_generated += 1
         return gen
 
