@@ -390,7 +390,8 @@ def generate_image(
     rng = image_rng(seed, index)
     h, w = cfg.image_size
     area = h * w / 65536.0
-    style = STYLES[int(rng.choice(3, p=np.asarray(cfg.style_probs)))]
+    probs = np.asarray(cfg.style_probs, dtype=np.float64)
+    style = STYLES[int(rng.choice(3, p=probs / probs.sum()))]
     if rng.random() < cfg.empty_prob or cfg.mean_objects == 0:
         n = 0
     else:
