@@ -177,7 +177,8 @@ def evaluate_predictions(
         [p["image_id"] for p in predictions], predictions, label_to_category
     )
     metrics = coco_ap(gt, results, max_dets=int(eval_cfg["max_dets"]))
-    if eval_cfg.get("froc", True):
+    has_lesions = any(not a.get("iscrowd", 0) for a in gt.get("annotations", []))
+    if eval_cfg.get("froc", True) and has_lesions:  # FROC is undefined without lesions
         fr = froc_from_coco(gt, results, fp_rates=tuple(float(r) for r in eval_cfg["fp_rates"]), hit=eval_cfg.get("froc_hit", "iou"))
         metrics.update(fr.to_dict())
     return metrics
