@@ -1,0 +1,213 @@
+"""SSMD method: teacher/student gradients, EMA through after_step, equivalence with the
+supervised step when every component is off, rotated boxes, options and validation."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import yaml
+from torch import Tensor, nn
+
+from ssmd.data.transforms.functional import rotate_boxes
+from ssmd.methods import perturb
+from ssmd.methods.base import METHODS, build_method
+from ssmd.methods.ssmd import SSMD
+from ssmd.methods.supervised import Supervised
+from ssmd.models import build_retinanet
+from ssmd.models.layers.noisy_residual import NoisyResidualBlock, strip_feature_perturbations
+from ssmd.structures.sample import Batch, Sample, collate
+
+OFF: dict[str, object] = {
+    "flip": False,
+    "rotate": 0.0,
+    "cutout": False,
+    "iap": False,
+    "feature_noise": "none",
+}
+
+
+def _tiny(**kw: object) -> nn.Module:
+    return build_retinanet(
+        "resnet18",
+        width_multiplier=0.25,
+        fpn_channels=16,
+        head_convs=1,
+        anchor_sizes=(8, 16, 32, 64, 128),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def _batch(labeled: bool, n: int = 2, size: int = 128, seed: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    samples = []
+    for i in range(n):
+        if labeled:
+            boxes = torch.tensor([[20.0, 24.0, 52.0, 60.0], [70.0, 64.0, 100.0, 90.0]])
+            labels = torch.tensor([1, 1])
+        else:
+            boxes, labels = torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64)
+        image = torch.randn(3, size, size, generator=g)
+        samples.append(Sample(image, boxes, labels, image_id=i, is_labeled=labeled))
+    return collate(samples)
+
+
+def test_registered_with_yaml_friendly_defaults() -> None:
+    assert METHODS.get("ssmd") is SSMD
+    assert SSMD.uses_unlabeled
+    yaml.safe_dump(SSMD.defaults)  # the engine writes the resolved config as YAML
+    method = build_method("ssmd", _tiny(), {"alpha": 0.9, "feature_noise": "dropblock"})
+    assert isinstance(method, SSMD) and method.ema.decay == 0.9
+    with pytest.raises(ValueError, match=r"method\.beta"):
+        build_method("ssmd", _tiny(), {"beta": 1})
+
+
+def test_teacher_is_frozen_outside_the_optimizer_and_in_eval() -> None:
+    method = SSMD(_tiny())
+    teacher_ids = {id(p) for p in method.teacher.parameters()}
+    assert teacher_ids and not teacher_ids & {id(p) for p in method.trainable_parameters()}
+    assert all(not p.requires_grad for p in method.teacher.parameters())
+    method.train()
+    assert method.model.training and not method.teacher.training
+    assert method.inference_model("teacher") is method.teacher
+    assert method.inference_model() is method.model
+    with pytest.raises(ValueError, match="teacher"):
+        method.inference_model("ema")
+    nrbs = [m for m in method.teacher.modules() if isinstance(m, NoisyResidualBlock)]
+    assert len(nrbs) == 4 and not any(m.training for m in nrbs)  # identity in the teacher
+    noisy = SSMD(_tiny(), teacher_noise=True).train()
+    t_nrbs = [m for m in noisy.teacher.modules() if isinstance(m, NoisyResidualBlock)]
+    assert all(m.training for m in t_nrbs)
+    assert not any(m.training for m in noisy.teacher.modules() if isinstance(m, nn.BatchNorm2d))
+
+
+def test_unsupervised_loss_is_nonzero_reaches_student_and_not_teacher() -> None:
+    method = SSMD(_tiny(), tau=0.0).train()  # tau = 0: the adversarial step is active
+    loss = method.unlabeled_consistency(_batch(False).images)
+    assert loss.item() > 1e-4
+    loss.backward()
+    student = method.model
+    for name in (
+        "head.cls_logits.weight",
+        "backbone.conv1.weight",
+        "backbone.layer2.feature_noise.conv.weight",
+    ):
+        grad = student.get_parameter(name).grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    assert all(p.grad is None for p in method.teacher.parameters())
+
+
+def test_training_step_and_teacher_moves_only_by_ema() -> None:
+    method = SSMD(_tiny(), alpha=0.99).train()
+    losses = method.training_step(_batch(True), _batch(False, seed=1), step=10, max_iters=100)
+    assert {"loss", "loss_cls", "loss_box", "loss_cons", "cons_weight"} <= set(losses)
+    lam = losses["cons_weight"].item()
+    assert lam == pytest.approx(float(torch.tensor(-5 * (1 - 0.4) ** 2).exp()), rel=1e-6)
+    expected = losses["loss_cls"] + losses["loss_box"] + lam * losses["loss_cons"]
+    assert losses["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+    assert losses["loss_cons_unlabeled"].item() > 0
+    assert losses["loss_cons"].item() == pytest.approx(
+        (losses["loss_cons_labeled"] + losses["loss_cons_unlabeled"]).item(), rel=1e-6
+    )
+
+    teacher_before = copy.deepcopy(method.teacher.state_dict())
+    losses["loss"].backward()
+    optimizer = torch.optim.SGD(method.trainable_parameters(), lr=0.1)
+    optimizer.step()
+    for k, v in method.teacher.state_dict().items():
+        assert torch.equal(v, teacher_before[k]), k  # the optimiser never touches the teacher
+    name = "head.cls_logits.weight"
+    t_old = teacher_before[name].clone()
+    s_new = method.model.get_parameter(name).detach().clone()
+    assert not torch.equal(t_old, s_new)
+    method.after_step(0)
+    got = method.teacher.get_parameter(name)
+    assert torch.allclose(got, 0.99 * t_old + 0.01 * s_new, atol=1e-7)
+    bn = "backbone.bn1.running_mean"  # float buffers are averaged too ("ema" policy)
+    s_bn = method.model.get_buffer(bn)
+    assert torch.allclose(method.teacher.get_buffer(bn), 0.99 * teacher_before[bn] + 0.01 * s_bn)
+
+
+def test_all_switches_off_equals_supervised_step() -> None:
+    model = _tiny()
+    reference = Supervised(copy.deepcopy(model)).train()
+    method = SSMD(model, consistency_weight=0.0, **OFF).train()  # type: ignore[arg-type]
+    labeled, unlabeled = _batch(True), _batch(False, seed=1)
+    want = reference.training_step(labeled, None, 5, 100)
+    got = method.training_step(labeled, unlabeled, 5, 100)
+    assert torch.equal(got["loss"], want["loss"])
+    assert torch.equal(got["loss_cls"], want["loss_cls"])
+    assert torch.equal(got["loss_box"], want["loss_box"])
+    assert got["cons_weight"].item() == 0.0
+
+
+def test_supervised_loss_uses_rotated_boxes(monkeypatch: pytest.MonkeyPatch) -> None:
+    method = SSMD(_tiny(), **{**OFF, "rotate": 10.0}).train()  # type: ignore[arg-type]
+    monkeypatch.setattr(perturb, "random_angles", lambda n, m, g=None: [8.0] * n)
+    seen: list[list[dict[str, Tensor]]] = []
+    original = method.model.loss
+
+    def spy(outputs: object, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        seen.append(targets)
+        return original(outputs, targets)  # type: ignore[operator, no-any-return]
+
+    monkeypatch.setattr(method.model, "loss", spy)
+    labeled = _batch(True)
+    method.training_step(labeled, None, 0, 10)
+    want = rotate_boxes(labeled.boxes[0], 8.0, (128, 128))
+    assert torch.allclose(seen[0][0]["boxes"], want)
+    assert not torch.allclose(seen[0][0]["boxes"], labeled.boxes[0])
+
+
+def test_checkpoint_keys_load_into_a_plain_detector() -> None:
+    method = SSMD(_tiny())
+    state = method.state_dict()
+    teacher = {k[len("teacher.") :]: v for k, v in state.items() if k.startswith("teacher.")}
+    student = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+    assert teacher.keys() == student.keys()
+    _tiny().load_state_dict(strip_feature_perturbations(teacher))
+    _tiny().load_state_dict(strip_feature_perturbations(student))
+
+
+def test_validation_names_the_parameter() -> None:
+    with pytest.raises(ValueError, match="softmax"):
+        SSMD(_tiny(activation="sigmoid"))
+    cases: list[tuple[str, object]] = [
+        ("feature_noise", "gaussian"),
+        ("teacher_init", "random"),
+        ("components", "cq"),
+        ("levels", 6),
+        ("ramp", "linear"),
+        ("xi", 0.0),
+        ("tau", 1.5),
+        ("alpha", 2.0),
+        ("ema_buffers", "mean"),
+    ]
+    for key, value in cases:
+        with pytest.raises(ValueError, match=rf"method\.{key}"):
+            SSMD(_tiny(), **{key: value})  # type: ignore[arg-type]
+    method = SSMD(_tiny(), feature_noise="none")
+    with pytest.raises(ValueError, match="multiple of the largest stride"):
+        method.make_views(torch.randn(1, 3, 64, 192))
+
+
+@pytest.mark.parametrize(("tau", "expected"), [(1.0, [2]), (0.0, [2, 2])])
+def test_adversarial_pass_only_for_images_with_confident_anchors(
+    tau: float, expected: list[int]
+) -> None:
+    """tau = 1: no anchor passes, r_adv = 0 exactly, so the extra teacher pass is skipped."""
+    method = SSMD(_tiny(), tau=tau, rotate=0.0, cutout=False).train()
+    sizes: list[int] = []
+    method.teacher.register_forward_pre_hook(lambda _, args: sizes.append(int(args[0].shape[0])))
+    images = _batch(False).images
+    views = method.make_views(images)
+    student = method.model(views.student)
+    plain = SSMD(_tiny(), iap=False, rotate=0.0, cutout=False)
+    plain.teacher.load_state_dict(method.teacher.state_dict())
+    out = method.teacher_predictions(views, student)
+    assert sizes == expected
+    same = plain.teacher_predictions(views, student)
+    close = torch.allclose(out.box_deltas[0], same.box_deltas[0])
+    assert close == (tau == 1.0)  # perturbed teacher input only when the pass ran
+    assert method.confident_images(student).tolist() == [tau < 1.0] * 2
