@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ssmd.models.detectors.matcher import BACKGROUND, IGNORE, Matcher
+from ssmd.models.detectors.matcher import BACKGROUND, IGNORE, Matcher, match_quality
+from ssmd.structures.boxes import box_iou
 
 IOU = torch.tensor(
     [
@@ -51,3 +52,32 @@ def test_rejects_bad_input() -> None:
         Matcher(0.4, 0.5)
     with pytest.raises(ValueError, match="IoU matrix"):
         Matcher()(torch.zeros(3))
+
+
+def _boxes(n: int, seed: int, lo: float = 4.0, hi: float = 60.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    wh = torch.rand(n, 2, generator=g) * (hi - lo) + lo
+    xy = torch.rand(n, 2, generator=g) * 200
+    return torch.cat([xy, xy + wh], dim=1)
+
+
+def test_match_quality_equals_box_iou() -> None:
+    gt, anchors = _boxes(30, 1), _boxes(500, 2)
+    torch.testing.assert_close(match_quality(gt, anchors), box_iou(gt, anchors))
+
+
+@pytest.mark.parametrize("low_quality", [True, False])
+@pytest.mark.parametrize("num_gt", [0, 1, 7, 300])
+def test_streamed_matching_equals_dense(low_quality: bool, num_gt: int) -> None:
+    matcher = Matcher(0.5, 0.4, allow_low_quality_matches=low_quality)
+    anchors = _boxes(5000, 3, lo=8.0, hi=40.0)
+    gt = _boxes(num_gt, 4)
+    if num_gt >= 7:
+        gt[5] = anchors[4321]  # an exact tie partner: two anchors with the same best IoU
+        anchors[17] = anchors[4321]
+        gt[6] = torch.tensor([1000.0, 1000.0, 1010.0, 1010.0])  # overlaps no anchor
+    dense = matcher(match_quality(gt, anchors))
+    streamed = matcher.match_boxes(gt, anchors, chunk_elements=2048)  # many small chunks
+    assert torch.equal(streamed, dense)
+    if num_gt >= 7 and low_quality:
+        assert streamed[17] == 5 and streamed[4321] == 5

@@ -34,10 +34,10 @@ from ssmd.losses.detection import Activation, ClsLoss, dense_detection_loss
 from ssmd.models.backbones.resnet import build_resnet
 from ssmd.models.detectors.anchors import DEFAULT_ASPECT_RATIOS, DEFAULT_SCALES, AnchorGenerator
 from ssmd.models.detectors.box_coder import BoxCoder
-from ssmd.models.detectors.matcher import BACKGROUND, IGNORE, Matcher
+from ssmd.models.detectors.matcher import BACKGROUND, IGNORE, Matcher, match_quality
 from ssmd.models.heads.retinanet_head import RetinaNetHead
 from ssmd.models.necks.fpn import FPN
-from ssmd.structures.boxes import box_iou, clip_boxes
+from ssmd.structures.boxes import clip_boxes
 
 __all__ = ["DenseOutputs", "RetinaNet", "build_retinanet", "flatten_levels"]
 
@@ -301,7 +301,10 @@ class RetinaNet(nn.Module):
                 )
                 boxes_rows.append(anchors)
                 continue
-            matched = self.matcher(box_iou(gt_boxes, anchors))  # (N,)
+            if anchors.device.type == "cpu":  # stream over anchor chunks: no (G, N) matrix
+                matched = self.matcher.match_boxes(gt_boxes, anchors)  # (N,)
+            else:  # one dense (G, N) IoU matrix: fewer kernel launches, no host syncs
+                matched = self.matcher(match_quality(gt_boxes, anchors))  # (N,)
             idx = matched.clamp(min=0)
             fg = matched >= 0  # (N,)
             labels = torch.where(fg, gt_labels[idx], torch.where(matched == BACKGROUND, 0, IGNORE))
