@@ -8,13 +8,21 @@ from ssmd.config import DEFAULTS, ConfigError, apply_overrides, load_config
 
 
 def test_overrides_are_typed_and_strict(tmp_path: Path) -> None:
-    cfg = load_config(None, ["train.max_iters=20", "split.labeled_ratio=0.1", "data.root=/x/y", "model.anchor_sizes=[4,8,16,32,64]"])
+    cfg = load_config(
+        None,
+        [
+            "train.max_iters=20",
+            "split.labeled_ratio=0.1",
+            "data.root=/x/y",
+            "model.anchor_sizes=[4,8,16,32,64]",
+        ],
+    )
     assert cfg["train"]["max_iters"] == 20
     assert cfg["split"]["labeled_ratio"] == 0.1
     assert cfg["data"]["root"] == "/x/y"
     assert cfg["model"]["anchor_sizes"] == [4, 8, 16, 32, 64]
     assert DEFAULTS["train"]["max_iters"] != 20  # defaults untouched
-    with pytest.raises(ConfigError, match="train.max_iter"):
+    with pytest.raises(ConfigError, match=r"train\.max_iter"):
         apply_overrides(cfg, ["train.max_iter=3"])
     with pytest.raises(ConfigError, match="key=value"):
         apply_overrides(cfg, ["train.max_iters"])

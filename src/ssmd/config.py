@@ -114,7 +114,9 @@ class ConfigError(ValueError):
     """A bad configuration value or key; the message names the file (if any), key and value."""
 
 
-def deep_merge(base: dict[str, Any], update: dict[str, Any], *, strict: bool, where: str = "", source: str = "") -> dict[str, Any]:
+def deep_merge(
+    base: dict[str, Any], update: dict[str, Any], *, strict: bool, where: str = "", source: str = ""
+) -> dict[str, Any]:
     """Merge ``update`` into a copy of ``base``.
 
     Args:
@@ -132,7 +134,9 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any], *, strict: bool, wh
             if strict and not dotted.startswith("method."):
                 known = ", ".join(sorted(f"{where}{k}" for k in base))
                 prefix = f"{source}: " if source else ""
-                raise ConfigError(f"{prefix}unknown config key {dotted!r} = {value!r}; known keys here: {known}")
+                raise ConfigError(
+                    f"{prefix}unknown config key {dotted!r} = {value!r}; known keys here: {known}"
+                )
             out[key] = copy.deepcopy(value)
         elif isinstance(out[key], dict) and isinstance(value, dict):
             out[key] = deep_merge(out[key], value, strict=strict, where=dotted + ".", source=source)
@@ -144,7 +148,9 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any], *, strict: bool, wh
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Parse ``a.b.c=value`` into ``(["a", "b", "c"], value)``; the value is read as YAML."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. train.max_iters=200)")
+        raise ConfigError(
+            f"override {text!r} is not of the form key=value (e.g. train.max_iters=200)"
+        )
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
@@ -167,17 +173,23 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
             if child is None and parts[0] == "method":
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {'.'.join(parts[: i + 1])!r} is not a section")
+                raise ConfigError(
+                    f"override {text!r}: {'.'.join(parts[: i + 1])!r} is not a section"
+                )
             node = child
         leaf = parts[-1]
         if leaf not in node and parts[0] != "method":
             known = ", ".join(sorted(node))
-            raise ConfigError(f"override {text!r}: unknown key {'.'.join(parts)!r}; known keys here: {known}")
+            raise ConfigError(
+                f"override {text!r}: unknown key {'.'.join(parts)!r}; known keys here: {known}"
+            )
         node[leaf] = value
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> dict[str, Any]:
     """Defaults, then the YAML file at ``path`` (if any), then ``overrides``.
 
     Raises:

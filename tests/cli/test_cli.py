@@ -37,9 +37,13 @@ def test_help_explains_every_command(capsys: pytest.CaptureFixture[str]) -> None
     assert "--max-dets" in capsys.readouterr().out
 
 
-def test_synth_convert_stats_and_evaluate_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_synth_convert_stats_and_evaluate_round_trip(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = tmp_path / "dsb"
-    assert main(["data", "synth", "--out", str(root), "-n", "3", "--size", "64", "--seed", "1"]) == 0
+    assert (
+        main(["data", "synth", "--out", str(root), "-n", "3", "--size", "64", "--seed", "1"]) == 0
+    )
     gt_path = tmp_path / "gt.json"
     assert main(["data", "convert", "--format", "dsb2018", str(root), "--out", str(gt_path)]) == 0
     gt = json.loads(gt_path.read_text())
@@ -47,13 +51,33 @@ def test_synth_convert_stats_and_evaluate_round_trip(tmp_path: Path, capsys: pyt
     assert [img["id"] for img in gt["images"]] == [1, 2, 3]
     assert names == sorted(names)
     assert all({"file_name", "width", "height"} <= set(img) for img in gt["images"])
-    assert gt["categories"] == [{"id": 1, "name": "nucleus"}] or gt["categories"][0]["name"] == "nucleus"
+    assert (
+        gt["categories"] == [{"id": 1, "name": "nucleus"}]
+        or gt["categories"][0]["name"] == "nucleus"
+    )
     # perfect predictions from the ground truth itself
-    preds = [{"image_id": a["image_id"], "category_id": 1, "bbox": a["bbox"], "score": 0.9} for a in gt["annotations"]]
+    preds = [
+        {"image_id": a["image_id"], "category_id": 1, "bbox": a["bbox"], "score": 0.9}
+        for a in gt["annotations"]
+    ]
     pred_path = tmp_path / "pred.json"
     pred_path.write_text(json.dumps(preds))
     out = tmp_path / "metrics.json"
-    assert main(["evaluate", "--gt", str(gt_path), "--pred", str(pred_path), "--froc", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--gt",
+                str(gt_path),
+                "--pred",
+                str(pred_path),
+                "--froc",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     metrics = json.loads(out.read_text())
     for key in ("AP", "AP50", "AP75", "AR", "CPM", "sensitivity@0.125", "sensitivity@8"):
         assert key in metrics
@@ -62,11 +86,23 @@ def test_synth_convert_stats_and_evaluate_round_trip(tmp_path: Path, capsys: pyt
     assert "3" in capsys.readouterr().out
 
 
-def test_bad_input_is_one_line_error_naming_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_is_one_line_error_naming_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     gt = tmp_path / "gt.json"
-    gt.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png", "width": 10, "height": 10}], "annotations": [], "categories": [{"id": 1, "name": "n"}]}))
+    gt.write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "a.png", "width": 10, "height": 10}],
+                "annotations": [],
+                "categories": [{"id": 1, "name": "n"}],
+            }
+        )
+    )
     pred = tmp_path / "pred.json"
-    pred.write_text(json.dumps([{"image_id": 7, "category_id": 1, "bbox": [0, 0, 2, 2], "score": 0.5}]))
+    pred.write_text(
+        json.dumps([{"image_id": 7, "category_id": 1, "bbox": [0, 0, 2, 2], "score": 0.5}])
+    )
     assert main(["evaluate", "--gt", str(gt), "--pred", str(pred)]) == 2
     err = capsys.readouterr().err
     assert "pred.json" in err and "image_id" in err and "7" in err
@@ -77,22 +113,74 @@ def test_bad_input_is_one_line_error_naming_file(tmp_path: Path, capsys: pytest.
 def test_train_predict_evaluate_resume(tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert main(["train", *TINY, f"output_dir={out}", f"data.cache_dir={tmp_path / 'cache'}"]) == 0
-    for name in ("config.yaml", "split.json", "metrics.jsonl", "last.pt", "best.pt", "test_metrics.json"):
+    for name in (
+        "config.yaml",
+        "split.json",
+        "metrics.jsonl",
+        "last.pt",
+        "best.pt",
+        "test_metrics.json",
+    ):
         assert (out / name).is_file(), name
     # resume a finished run with a longer schedule continues from step 4
-    assert main(["train", *TINY, f"output_dir={out}", f"data.cache_dir={tmp_path / 'cache'}", "train.max_iters=6", "--resume", str(out / "last.pt")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *TINY,
+                f"output_dir={out}",
+                f"data.cache_dir={tmp_path / 'cache'}",
+                "train.max_iters=6",
+                "--resume",
+                str(out / "last.pt"),
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert max(r["step"] for r in rows) == 6
     # predict on an image folder of odd-sized images, with ids as `data convert` assigns them
     root = tmp_path / "dsb"
-    assert main(["data", "synth", "--out", str(root), "-n", "2", "--size", "97", "--seed", "3"]) == 0
+    assert (
+        main(["data", "synth", "--out", str(root), "-n", "2", "--size", "97", "--seed", "3"]) == 0
+    )
     pred = tmp_path / "pred.json"
     viz = tmp_path / "viz"
-    assert main(["predict", "--checkpoint", str(out / "best.pt"), "--format", "dsb2018", str(root), "--out", str(pred), "--viz", str(viz)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(out / "best.pt"),
+                "--format",
+                "dsb2018",
+                str(root),
+                "--out",
+                str(pred),
+                "--viz",
+                str(viz),
+            ]
+        )
+        == 0
+    )
     results = json.loads(pred.read_text())
     assert {r["image_id"] for r in results} <= {1, 2}
     assert all(0 <= r["bbox"][0] <= 97 and r["bbox"][2] >= 0 for r in results)
     assert len(list(viz.glob("*.png"))) == 2
     metrics = tmp_path / "m.json"
-    assert main(["evaluate", "--checkpoint", str(out / "best.pt"), "--format", "dsb2018", str(root), "--out", str(metrics)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(out / "best.pt"),
+                "--format",
+                "dsb2018",
+                str(root),
+                "--out",
+                str(metrics),
+            ]
+        )
+        == 0
+    )
     assert "AP50" in json.loads(metrics.read_text())

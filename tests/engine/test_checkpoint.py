@@ -29,7 +29,11 @@ def test_round_trip_and_no_temp_files_left(tmp_path: Path) -> None:
     state = {"w": torch.arange(3.0), "step": 7, "cfg": {"a": [1, 2]}, "rng": capture_rng_state()}
     path = save_checkpoint(state, tmp_path / "ck" / "last.pt")
     loaded = load_checkpoint(path)
-    assert torch.equal(loaded["w"], state["w"]) and loaded["step"] == 7 and loaded["cfg"] == {"a": [1, 2]}
+    assert (
+        torch.equal(loaded["w"], state["w"])
+        and loaded["step"] == 7
+        and loaded["cfg"] == {"a": [1, 2]}
+    )
     assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
 
 

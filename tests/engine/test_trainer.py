@@ -20,7 +20,9 @@ class ToyMethod(Method):
     uses_unlabeled: ClassVar[bool] = True
     defaults: ClassVar[dict[str, Any]] = {}
 
-    def training_step(self, labeled: Batch, unlabeled: Batch | None, step: int, max_iters: int) -> dict[str, Tensor]:
+    def training_step(
+        self, labeled: Batch, unlabeled: Batch | None, step: int, max_iters: int
+    ) -> dict[str, Tensor]:
         assert unlabeled is not None
         pred = self.model(labeled.images.mean(dim=(2, 3)))
         sup = (pred - 1.0).pow(2).mean()
@@ -31,7 +33,12 @@ class ToyMethod(Method):
 def make_samples(n: int) -> list[Sample]:
     gen = torch.Generator().manual_seed(0)
     return [
-        Sample(torch.rand(3, 8, 8, generator=gen), torch.zeros((0, 4)), torch.zeros(0, dtype=torch.long), image_id=i + 1)
+        Sample(
+            torch.rand(3, 8, 8, generator=gen),
+            torch.zeros((0, 4)),
+            torch.zeros(0, dtype=torch.long),
+            image_id=i + 1,
+        )
         for i in range(n)
     ]
 
@@ -47,10 +54,26 @@ def make_trainer(tmp_path: Path, max_iters: int = 8, lr: float = 0.05) -> Traine
     opt = torch.optim.Adam(method.trainable_parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.5)
     labeled = BatchStream(samples, [0, 1, 2], batch_size=2, seed=1, augment=noisy)
-    unlabeled = BatchStream(samples, list(range(3, 10)), batch_size=3, seed=2, augment=noisy, is_labeled=False)
+    unlabeled = BatchStream(
+        samples, list(range(3, 10)), batch_size=3, seed=2, augment=noisy, is_labeled=False
+    )
     evaluate = lambda tr: {"AP": -float(tr.last_losses["loss"])}  # noqa: E731
-    hooks = [CheckpointHook(tmp_path, every=4), EvalHook(evaluate, tmp_path, every=4), LoggingHook(tmp_path, every=2, progress=False)]
-    return Trainer(method, opt, sched, labeled, unlabeled, max_iters, hooks, grad_clip=1.0, extra_state={"config": {"seed": 0}})
+    hooks = [
+        CheckpointHook(tmp_path, every=4),
+        EvalHook(evaluate, tmp_path, every=4),
+        LoggingHook(tmp_path, every=2, progress=False),
+    ]
+    return Trainer(
+        method,
+        opt,
+        sched,
+        labeled,
+        unlabeled,
+        max_iters,
+        hooks,
+        grad_clip=1.0,
+        extra_state={"config": {"seed": 0}},
+    )
 
 
 def test_resume_gives_the_same_next_losses(tmp_path: Path) -> None:

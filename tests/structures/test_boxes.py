@@ -57,8 +57,16 @@ def test_boxes_from_masks_exclusive_right_edge() -> None:
 
 
 def test_collate_pads_and_keeps_variable_boxes() -> None:
-    s1 = Sample(torch.ones(3, 4, 5), torch.tensor([[0.0, 0.0, 2.0, 2.0]]), torch.tensor([1]), image_id=1)
-    s2 = Sample(torch.ones(3, 6, 3), torch.zeros((0, 4)), torch.zeros((0,), dtype=torch.long), image_id=2, is_labeled=False)
+    s1 = Sample(
+        torch.ones(3, 4, 5), torch.tensor([[0.0, 0.0, 2.0, 2.0]]), torch.tensor([1]), image_id=1
+    )
+    s2 = Sample(
+        torch.ones(3, 6, 3),
+        torch.zeros((0, 4)),
+        torch.zeros((0,), dtype=torch.long),
+        image_id=2,
+        is_labeled=False,
+    )
     batch = collate([s1, s2])
     assert batch.images.shape == (2, 3, 6, 5)
     assert batch.images[0, :, 4:, :].abs().sum() == 0  # padded rows are zero

@@ -49,18 +49,32 @@ QUICK_OVERRIDES: list[str] = [
 ]
 
 
-def demo_config(output_dir: Path, name: str, method: str, ratio: float, quick: bool = False, max_iters: int | None = None) -> dict[str, Any]:
+def demo_config(
+    output_dir: Path,
+    name: str,
+    method: str,
+    ratio: float,
+    quick: bool = False,
+    max_iters: int | None = None,
+) -> dict[str, Any]:
     """The resolved config of one demo run."""
     overrides = list(DEMO_OVERRIDES)
     if quick:
         overrides += QUICK_OVERRIDES
     if max_iters is not None:
         overrides.append(f"train.max_iters={max_iters}")
-    overrides += [f"method.name={method}", f"split.labeled_ratio={ratio}", f"output_dir={output_dir / 'runs' / name}", "seed=0"]
+    overrides += [
+        f"method.name={method}",
+        f"split.labeled_ratio={ratio}",
+        f"output_dir={output_dir / 'runs' / name}",
+        "seed=0",
+    ]
     return load_config(None, overrides)
 
 
-def run_demo(output_dir: Path, max_iters: int | None = None, quick: bool = False) -> list[dict[str, Any]]:
+def run_demo(
+    output_dir: Path, max_iters: int | None = None, quick: bool = False
+) -> list[dict[str, Any]]:
     """Run every demo run, print the table, write overlays, the FROC plot and ``demo_results.json``."""
     from ssmd.engine.build import build_data, load_model, normalize_transform
     from ssmd.engine.predict import predict_samples
@@ -74,7 +88,10 @@ def run_demo(output_dir: Path, max_iters: int | None = None, quick: bool = False
     frocs: dict[str, Any] = {}
     for name, method, ratio in DEMO_RUNS:
         config = demo_config(output_dir, name, method, ratio, quick=quick, max_iters=max_iters)
-        print(f"\n=== {name}: method={method}, labeled ratio={ratio:g}, {config['train']['max_iters']} iterations ===", flush=True)
+        print(
+            f"\n=== {name}: method={method}, labeled ratio={ratio:g}, {config['train']['max_iters']} iterations ===",
+            flush=True,
+        )
         from ssmd.engine.build import run_training
 
         summary = run_training(config)
@@ -95,16 +112,28 @@ def run_demo(output_dir: Path, max_iters: int | None = None, quick: bool = False
         data = build_data(config)
         model, _ = load_model(Path(config["output_dir"]) / "best.pt")
         test_idx = data.indices("test")
-        preds = predict_samples(model, data.samples, test_idx, normalize=normalize_transform(config["data"]))
-        results = predictions_to_coco_results([p["image_id"] for p in preds], preds, data.dataset.label_to_category)
+        preds = predict_samples(
+            model, data.samples, test_idx, normalize=normalize_transform(config["data"])
+        )
+        results = predictions_to_coco_results(
+            [p["image_id"] for p in preds], preds, data.dataset.label_to_category
+        )
         frocs[name] = froc_from_coco(data.gt("test"), results)
         for idx, pred in list(zip(test_idx, preds, strict=True))[:4]:
             sample = data.dataset[idx]
-            draw_overlay(sample.image, output_dir / "overlays" / name / f"test_{sample.image_id:04d}.png", pred["boxes"], pred["scores"], sample.boxes)
+            draw_overlay(
+                sample.image,
+                output_dir / "overlays" / name / f"test_{sample.image_id:04d}.png",
+                pred["boxes"],
+                pred["scores"],
+                sample.boxes,
+            )
     plot_froc(frocs, output_dir / "froc.png")
     (output_dir / "demo_results.json").write_text(json.dumps(rows, indent=2))
     print("\n" + format_table(rows))
-    print(f"\nwrote overlays to {output_dir / 'overlays'} (green: predictions, magenta: ground truth), FROC plot to {output_dir / 'froc.png'}")
+    print(
+        f"\nwrote overlays to {output_dir / 'overlays'} (green: predictions, magenta: ground truth), FROC plot to {output_dir / 'froc.png'}"
+    )
     print(f"demo finished in {(time.perf_counter() - start) / 60:.1f} min")
     return rows
 

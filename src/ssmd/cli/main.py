@@ -30,9 +30,22 @@ examples:
 
 
 def _add_source(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--format", required=True, choices=FORMATS, help="layout of SRC: dsb2018 (Kaggle folder), coco (JSON file), images (folder of images), synthetic (a number of generated images)")
-    p.add_argument("src", metavar="SRC", help="the folder (dsb2018, images), COCO JSON file (coco) or image count (synthetic)")
-    p.add_argument("--image-root", default=None, help="image folder of a COCO file (default: the JSON file's folder)")
+    p.add_argument(
+        "--format",
+        required=True,
+        choices=FORMATS,
+        help="layout of SRC: dsb2018 (Kaggle folder), coco (JSON file), images (folder of images), synthetic (a number of generated images)",
+    )
+    p.add_argument(
+        "src",
+        metavar="SRC",
+        help="the folder (dsb2018, images), COCO JSON file (coco) or image count (synthetic)",
+    )
+    p.add_argument(
+        "--image-root",
+        default=None,
+        help="image folder of a COCO file (default: the JSON file's folder)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,38 +60,101 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a detector from a YAML config", description="Train a detector. The resolved config, split manifest, metrics.jsonl, last.pt (resumable) and best.pt (best validation AP) are written to output_dir.")
-    p.add_argument("--config", default=None, help="YAML config (see configs/); defaults apply to anything it leaves out")
-    p.add_argument("--resume", default=None, metavar="CKPT", help="continue a run from its last.pt exactly")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. data.root=DIR split.labeled_ratio=0.1 train.max_iters=500 method.name=supervised")
+    p = sub.add_parser(
+        "train",
+        help="train a detector from a YAML config",
+        description="Train a detector. The resolved config, split manifest, metrics.jsonl, last.pt (resumable) and best.pt (best validation AP) are written to output_dir.",
+    )
+    p.add_argument(
+        "--config",
+        default=None,
+        help="YAML config (see configs/); defaults apply to anything it leaves out",
+    )
+    p.add_argument(
+        "--resume", default=None, metavar="CKPT", help="continue a run from its last.pt exactly"
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config overrides, e.g. data.root=DIR split.labeled_ratio=0.1 train.max_iters=500 method.name=supervised",
+    )
 
-    p = sub.add_parser("predict", help="predict boxes with a trained checkpoint", description="Predict boxes for every image of SRC and write COCO results (image ids as 'ssmd data convert' assigns them).")
+    p = sub.add_parser(
+        "predict",
+        help="predict boxes with a trained checkpoint",
+        description="Predict boxes for every image of SRC and write COCO results (image ids as 'ssmd data convert' assigns them).",
+    )
     p.add_argument("--checkpoint", required=True, help="best.pt or last.pt of a run")
     _add_source(p)
     p.add_argument("--out", required=True, help="COCO results JSON to write")
-    p.add_argument("--viz", default=None, metavar="DIR", help="also write PNG overlays (green: predictions; magenta: ground truth when known)")
-    p.add_argument("--model", default="student", choices=("student", "teacher"), help="which network of a mean-teacher run predicts (default: student, as in the SSMD paper)")
+    p.add_argument(
+        "--viz",
+        default=None,
+        metavar="DIR",
+        help="also write PNG overlays (green: predictions; magenta: ground truth when known)",
+    )
+    p.add_argument(
+        "--model",
+        default="student",
+        choices=("student", "teacher"),
+        help="which network of a mean-teacher run predicts (default: student, as in the SSMD paper)",
+    )
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--viz-score", type=float, default=0.3, help="minimum score of a drawn box")
 
-    p = sub.add_parser("evaluate", help="COCO AP/AR and FROC of predictions (or of a checkpoint on a dataset)", description="Either --gt GT.json --pred PRED.json, or --checkpoint CKPT --format F SRC (predict and evaluate in one go).")
+    p = sub.add_parser(
+        "evaluate",
+        help="COCO AP/AR and FROC of predictions (or of a checkpoint on a dataset)",
+        description="Either --gt GT.json --pred PRED.json, or --checkpoint CKPT --format F SRC (predict and evaluate in one go).",
+    )
     p.add_argument("--gt", default=None, help="COCO ground truth JSON")
-    p.add_argument("--pred", default=None, help="COCO results JSON (image_id, category_id, bbox xywh, score)")
-    p.add_argument("--checkpoint", default=None, help="evaluate this checkpoint on SRC instead of --pred")
-    p.add_argument("--format", default=None, choices=FORMATS, help="layout of SRC (with --checkpoint)")
-    p.add_argument("src", nargs="?", default=None, metavar="SRC", help="dataset to predict on (with --checkpoint)")
+    p.add_argument(
+        "--pred", default=None, help="COCO results JSON (image_id, category_id, bbox xywh, score)"
+    )
+    p.add_argument(
+        "--checkpoint", default=None, help="evaluate this checkpoint on SRC instead of --pred"
+    )
+    p.add_argument(
+        "--format", default=None, choices=FORMATS, help="layout of SRC (with --checkpoint)"
+    )
+    p.add_argument(
+        "src",
+        nargs="?",
+        default=None,
+        metavar="SRC",
+        help="dataset to predict on (with --checkpoint)",
+    )
     p.add_argument("--image-root", default=None, help="image folder of a COCO SRC")
     p.add_argument("--model", default="student", choices=("student", "teacher"))
     p.add_argument("--iou-type", default="bbox", choices=("bbox",), help="only boxes are evaluated")
-    p.add_argument("--max-dets", type=int, default=1000, help="detections per image kept for AP/AR (default 1000: nuclei images hold hundreds of objects; pycocotools' 100 would cap recall)")
-    p.add_argument("--froc", action="store_true", help="also FROC sensitivities at 0.125..8 FPs/image and CPM")
-    p.add_argument("--froc-hit", default="iou", choices=("iou", "center"), help="FROC hit rule: IoU >= 0.5 (DeepLesion) or centre inside the box (LUNA16)")
+    p.add_argument(
+        "--max-dets",
+        type=int,
+        default=1000,
+        help="detections per image kept for AP/AR (default 1000: nuclei images hold hundreds of objects; pycocotools' 100 would cap recall)",
+    )
+    p.add_argument(
+        "--froc", action="store_true", help="also FROC sensitivities at 0.125..8 FPs/image and CPM"
+    )
+    p.add_argument(
+        "--froc-hit",
+        default="iou",
+        choices=("iou", "center"),
+        help="FROC hit rule: IoU >= 0.5 (DeepLesion) or centre inside the box (LUNA16)",
+    )
     p.add_argument("--froc-plot", default=None, metavar="PNG", help="write the FROC curve as a PNG")
     p.add_argument("--out", default=None, help="write the metrics as JSON")
 
-    p = sub.add_parser("data", help="convert datasets to COCO JSON, print statistics, write synthetic data", description="Dataset tools.")
+    p = sub.add_parser(
+        "data",
+        help="convert datasets to COCO JSON, print statistics, write synthetic data",
+        description="Dataset tools.",
+    )
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
-    q = dsub.add_parser("convert", help="write a dataset as COCO JSON (image ids 1..N in sorted path order)")
+    q = dsub.add_parser(
+        "convert", help="write a dataset as COCO JSON (image ids 1..N in sorted path order)"
+    )
     _add_source(q)
     q.add_argument("--out", required=True, help="COCO JSON to write")
     q = dsub.add_parser("stats", help="image/object counts and size histograms")
@@ -90,9 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--size", type=int, default=256, help="image side in pixels")
     q.add_argument("--seed", type=int, default=0)
 
-    p = sub.add_parser("demo", help="the main job: synthetic data, supervised 100%% vs 10%% labels, table, overlays, FROC plot", description="Generate the synthetic nuclei default, train the supervised detector with 100%% and with 10%% of the labels, evaluate both on a held-out synthetic test set, print a table and save overlays and a FROC plot.")
+    p = sub.add_parser(
+        "demo",
+        help="the main job: synthetic data, supervised 100%% vs 10%% labels, table, overlays, FROC plot",
+        description="Generate the synthetic nuclei default, train the supervised detector with 100%% and with 10%% of the labels, evaluate both on a held-out synthetic test set, print a table and save overlays and a FROC plot.",
+    )
     p.add_argument("--output-dir", default="demo_output", help="where runs, overlays and plots go")
-    p.add_argument("--max-iters", type=int, default=None, help="override the training length of every run")
+    p.add_argument(
+        "--max-iters", type=int, default=None, help="override the training length of every run"
+    )
     p.add_argument("--quick", action="store_true", help="a much shorter smoke run (for tests)")
     return parser
 
@@ -123,8 +205,13 @@ def _predict(args: argparse.Namespace) -> tuple[Any, list[dict[str, Any]], dict[
 
     model, state = load_model(args.checkpoint, which=args.model)
     dataset = _load_source(args.format, args.src, args.image_root)
-    print(f"predicting {len(dataset)} images with the {args.model} network of {args.checkpoint}", file=sys.stderr)
-    preds = predict_dataset(model, state["config"], dataset, batch_size=getattr(args, "batch_size", 4))
+    print(
+        f"predicting {len(dataset)} images with the {args.model} network of {args.checkpoint}",
+        file=sys.stderr,
+    )
+    preds = predict_dataset(
+        model, state["config"], dataset, batch_size=getattr(args, "batch_size", 4)
+    )
     return dataset, preds, state
 
 
@@ -132,11 +219,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from ssmd.evaluation import predictions_to_coco_results
 
     dataset, preds, _ = _predict(args)
-    results = predictions_to_coco_results([p["image_id"] for p in preds], preds, dataset.label_to_category)
+    results = predictions_to_coco_results(
+        [p["image_id"] for p in preds], preds, dataset.label_to_category
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results))
-    print(f"wrote {len(results)} detections for {len(preds)} images to {out} (network: {args.model})")
+    print(
+        f"wrote {len(results)} detections for {len(preds)} images to {out} (network: {args.model})"
+    )
     if args.viz:
         _write_overlays(dataset, preds, Path(args.viz), args.viz_score)
         print(f"wrote {len(preds)} overlays to {args.viz}")
@@ -151,7 +242,9 @@ def _write_overlays(dataset: Any, preds: list[dict[str, Any]], folder: Path, sco
         sample = dataset[i]
         gt = sample.boxes if len(sample.boxes) else None
         name = Path(record.file_name).stem + ".png"
-        draw_overlay(sample.image, folder / name, pred["boxes"], pred["scores"], gt, score_thresh=score)
+        draw_overlay(
+            sample.image, folder / name, pred["boxes"], pred["scores"], gt, score_thresh=score
+        )
 
 
 def _print_metrics(metrics: dict[str, Any], title: str = "") -> None:
@@ -172,10 +265,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
         dataset, preds, _ = _predict(args)
         gt: Any = to_coco_dict(dataset)
-        results: Any = predictions_to_coco_results([p["image_id"] for p in preds], preds, dataset.label_to_category)
+        results: Any = predictions_to_coco_results(
+            [p["image_id"] for p in preds], preds, dataset.label_to_category
+        )
     else:
         if args.gt is None or args.pred is None:
-            raise SystemExit("ssmd evaluate needs --gt GT.json --pred PRED.json, or --checkpoint CKPT --format F SRC")
+            raise SystemExit(
+                "ssmd evaluate needs --gt GT.json --pred PRED.json, or --checkpoint CKPT --format F SRC"
+            )
         gt, results = args.gt, args.pred
     metrics: dict[str, Any] = coco_ap(gt, results, max_dets=args.max_dets)
     if args.froc or args.froc_plot:
@@ -228,14 +325,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    handlers = {"train": _cmd_train, "predict": _cmd_predict, "evaluate": _cmd_evaluate, "data": _cmd_data, "demo": _cmd_demo}
+    handlers = {
+        "train": _cmd_train,
+        "predict": _cmd_predict,
+        "evaluate": _cmd_evaluate,
+        "data": _cmd_data,
+        "demo": _cmd_demo,
+    }
     from ssmd.config import ConfigError
     from ssmd.engine.checkpoint import CheckpointError
     from ssmd.utils.errors import DataError
 
     try:
         return handlers[args.command](args)
-    except (DataError, ConfigError, CheckpointError, FileNotFoundError, ValueError, KeyError) as exc:
+    except (
+        DataError,
+        ConfigError,
+        CheckpointError,
+        FileNotFoundError,
+        ValueError,
+        KeyError,
+    ) as exc:
         if args.debug:
             raise
         print(f"ssmd {args.command}: error: {exc}", file=sys.stderr)

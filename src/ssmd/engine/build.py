@@ -35,6 +35,7 @@ from ssmd.engine.trainer import Trainer
 from ssmd.evaluation import coco_ap, froc_from_coco, predictions_to_coco_results
 from ssmd.methods import Method, build_method
 from ssmd.models.detectors.retinanet import RetinaNet, build_retinanet
+from ssmd.models.layers.noisy_residual import strip_feature_perturbations
 from ssmd.structures.sample import Sample
 
 __all__ = [
@@ -72,7 +73,9 @@ def dataset_from_config(data_cfg: dict[str, Any]) -> DetectionDataset:
             cache_dir=data_cfg.get("cache_dir"),
         )
     if data_cfg.get("root") in (None, ""):
-        raise ConfigError(f"data.root is required for data.format={fmt!r} (a folder, or a COCO JSON file)")
+        raise ConfigError(
+            f"data.root is required for data.format={fmt!r} (a folder, or a COCO JSON file)"
+        )
     kwargs: dict[str, Any] = {}
     if fmt == "coco":
         kwargs["image_root"] = data_cfg.get("image_root")
@@ -135,7 +138,9 @@ def build_data(config: dict[str, Any]) -> DataBundle:
             fractions=(float(sp["train"]), float(sp["val"]), float(sp["test"])),
             labeled_ratio=float(sp["labeled_ratio"]),
         )
-    samples = PreparedSamples(dataset, prepare_transform(config["data"]), cache=bool(config["data"]["cache_images"]))
+    samples = PreparedSamples(
+        dataset, prepare_transform(config["data"]), cache=bool(config["data"]["cache_images"])
+    )
     return DataBundle(dataset, split, samples)
 
 
@@ -165,12 +170,17 @@ def build_optimizer(params: list[nn.Parameter], train_cfg: dict[str, Any]) -> to
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=wd)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=float(train_cfg["momentum"]), weight_decay=wd)
+        return torch.optim.SGD(
+            params, lr=lr, momentum=float(train_cfg["momentum"]), weight_decay=wd
+        )
     raise ConfigError(f"train.optimizer = {name!r}: expected adam or sgd")
 
 
 def evaluate_predictions(
-    gt: dict[str, Any], predictions: list[dict[str, Any]], eval_cfg: dict[str, Any], label_to_category: dict[int, int] | None = None
+    gt: dict[str, Any],
+    predictions: list[dict[str, Any]],
+    eval_cfg: dict[str, Any],
+    label_to_category: dict[int, int] | None = None,
 ) -> dict[str, float]:
     """COCO AP/AR (and FROC sensitivities + CPM when ``eval.froc``) of per-image predictions."""
     results = predictions_to_coco_results(
@@ -179,12 +189,19 @@ def evaluate_predictions(
     metrics = coco_ap(gt, results, max_dets=int(eval_cfg["max_dets"]))
     has_lesions = any(not a.get("iscrowd", 0) for a in gt.get("annotations", []))
     if eval_cfg.get("froc", True) and has_lesions:  # FROC is undefined without lesions
-        fr = froc_from_coco(gt, results, fp_rates=tuple(float(r) for r in eval_cfg["fp_rates"]), hit=eval_cfg.get("froc_hit", "iou"))
+        fr = froc_from_coco(
+            gt,
+            results,
+            fp_rates=tuple(float(r) for r in eval_cfg["fp_rates"]),
+            hit=eval_cfg.get("froc_hit", "iou"),
+        )
         metrics.update(fr.to_dict())
     return metrics
 
 
-def _evaluate_part(method: Method, data: DataBundle, part: str, config: dict[str, Any], which: str = "student") -> tuple[dict[str, float], list[dict[str, Any]]]:
+def _evaluate_part(
+    method: Method, data: DataBundle, part: str, config: dict[str, Any], which: str = "student"
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
     preds = predict_samples(
         method.inference_model(which),
         data.samples,
@@ -192,11 +209,15 @@ def _evaluate_part(method: Method, data: DataBundle, part: str, config: dict[str
         batch_size=int(config["eval"]["batch_size"]),
         normalize=normalize_transform(config["data"]),
     )
-    metrics = evaluate_predictions(data.gt(part), preds, config["eval"], data.dataset.label_to_category)
+    metrics = evaluate_predictions(
+        data.gt(part), preds, config["eval"], data.dataset.label_to_category
+    )
     return metrics, preds
 
 
-def run_training(config: dict[str, Any], resume: str | Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_training(
+    config: dict[str, Any], resume: str | Path | None = None, log: Callable[[str], None] = print
+) -> dict[str, Any]:
     """Train ``config`` end to end; returns the final test metrics and where things were written.
 
     Writes to ``output_dir``: ``config.yaml`` (resolved), ``split.json``, ``metrics.jsonl``,
@@ -230,18 +251,38 @@ def run_training(config: dict[str, Any], resume: str | Path | None = None, log: 
     augment = augment_transform(config)
     batch = int(tcfg["batch_size"])
     seed = int(config["seed"])
-    labeled = BatchStream(data.samples, data.indices("labeled"), batch, seed=seed, augment=augment, is_labeled=True)
+    labeled = BatchStream(
+        data.samples, data.indices("labeled"), batch, seed=seed, augment=augment, is_labeled=True
+    )
     unlabeled = None
     if method.uses_unlabeled:
         ub = int(tcfg["unlabeled_batch_size"] or batch)
-        unlabeled = BatchStream(data.samples, data.indices("unlabeled"), ub, seed=seed + 7919, augment=augment, is_labeled=False)
+        unlabeled = BatchStream(
+            data.samples,
+            data.indices("unlabeled"),
+            ub,
+            seed=seed + 7919,
+            augment=augment,
+            is_labeled=False,
+        )
     val_part = "val" if data.split.val else "test"
 
     def evaluate(trainer: Trainer) -> dict[str, float]:
         return _evaluate_part(trainer.method, data, val_part, config)[0]
 
-    logger = LoggingHook(out, every=int(tcfg["log_every"]), progress=bool(tcfg["progress"]), tensorboard=bool(tcfg["tensorboard"]))
-    eval_hook = EvalHook(evaluate, out, every=int(tcfg["eval_every"]), metric=config["eval"]["select_metric"], logger=logger)
+    logger = LoggingHook(
+        out,
+        every=int(tcfg["log_every"]),
+        progress=bool(tcfg["progress"]),
+        tensorboard=bool(tcfg["tensorboard"]),
+    )
+    eval_hook = EvalHook(
+        evaluate,
+        out,
+        every=int(tcfg["eval_every"]),
+        metric=config["eval"]["select_metric"],
+        logger=logger,
+    )
     hooks = [logger, CheckpointHook(out, every=int(tcfg["checkpoint_every"])), eval_hook]
     trainer = Trainer(
         method,
@@ -252,7 +293,12 @@ def run_training(config: dict[str, Any], resume: str | Path | None = None, log: 
         max_iters,
         hooks,
         grad_clip=float(tcfg["grad_clip"]) if tcfg.get("grad_clip") else None,
-        extra_state={"config": config, "split": data.split.to_dict(), "num_classes": num_classes, "categories": data.dataset.categories},
+        extra_state={
+            "config": config,
+            "split": data.split.to_dict(),
+            "num_classes": num_classes,
+            "categories": data.dataset.categories,
+        },
     )
     if resume is not None:
         trainer.resume(resume)
@@ -262,8 +308,12 @@ def run_training(config: dict[str, Any], resume: str | Path | None = None, log: 
     train_seconds = time.perf_counter() - start
     best = load_checkpoint(out / "best.pt")
     method.model.load_state_dict(best["model"])
-    test_metrics, test_preds = _evaluate_part(method, data, "test", config) if data.split.test else ({}, [])
-    results = predictions_to_coco_results([p["image_id"] for p in test_preds], test_preds, data.dataset.label_to_category)
+    test_metrics, test_preds = (
+        _evaluate_part(method, data, "test", config) if data.split.test else ({}, [])
+    )
+    results = predictions_to_coco_results(
+        [p["image_id"] for p in test_preds], test_preds, data.dataset.label_to_category
+    )
     (out / "test_predictions.json").write_text(json.dumps(results))
     summary = {
         "test": test_metrics,
@@ -296,7 +346,9 @@ def load_model(checkpoint: str | Path, which: str = "student") -> tuple[RetinaNe
     if state.get("kind") == "ssmd-model":
         key = "model" if which == "student" else "teacher"
         if key not in state:
-            raise CheckpointError(f"{checkpoint}: field {key!r} missing: this run has no {which} network")
+            raise CheckpointError(
+                f"{checkpoint}: field {key!r} missing: this run has no {which} network"
+            )
         weights = state[key]
     elif state.get("kind") == "ssmd-train":
         prefix = "model." if which == "student" else "teacher."
@@ -304,14 +356,21 @@ def load_model(checkpoint: str | Path, which: str = "student") -> tuple[RetinaNe
         if not weights:
             raise CheckpointError(f"{checkpoint}: no {which} weights in field 'method'")
     else:
-        raise CheckpointError(f"{checkpoint}: field 'kind' = {state.get('kind')!r}: not an ssmd checkpoint")
-    model.load_state_dict(weights)
+        raise CheckpointError(
+            f"{checkpoint}: field 'kind' = {state.get('kind')!r}: not an ssmd checkpoint"
+        )
+    # feature-noise layers (noisy residual blocks, DropBlock) are identity at inference
+    model.load_state_dict(strip_feature_perturbations(weights))
     model.eval()
     return model, state
 
 
 def predict_dataset(
-    model: nn.Module, config: dict[str, Any], dataset: DetectionDataset, batch_size: int = 4, progress: bool = True
+    model: nn.Module,
+    config: dict[str, Any],
+    dataset: DetectionDataset,
+    batch_size: int = 4,
+    progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Predict every image of ``dataset`` with the resize/normalisation of the run's ``config``.
 
@@ -319,5 +378,10 @@ def predict_dataset(
     """
     samples = PreparedSamples(dataset, prepare_transform(config["data"]), cache=False)
     return predict_samples(
-        model, samples, range(len(dataset)), batch_size=batch_size, normalize=normalize_transform(config["data"]), progress=progress
+        model,
+        samples,
+        range(len(dataset)),
+        batch_size=batch_size,
+        normalize=normalize_transform(config["data"]),
+        progress=progress,
     )

@@ -75,7 +75,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def capture_rng_state() -> dict[str, Any]:
     """Python, NumPy and torch RNG states as weights_only-safe values."""
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state(legacy=True)
     py_state = random.getstate()
     return {
         "python": [py_state[0], list(py_state[1]), py_state[2]],
@@ -96,6 +96,12 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = state["numpy"]
     np.random.set_state(
-        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+        (
+            n["kind"],
+            n["keys"].numpy().astype(np.uint32),
+            n["pos"],
+            n["has_gauss"],
+            n["cached_gaussian"],
+        )
     )
     torch.set_rng_state(state["torch"])

@@ -87,7 +87,9 @@ class EvalHook(HookBase):
         start = time.perf_counter()
         metrics = self.evaluate(self.trainer)
         if self.metric not in metrics:
-            raise KeyError(f"eval.select_metric = {self.metric!r} is not among the metrics {sorted(metrics)}")
+            raise KeyError(
+                f"eval.select_metric = {self.metric!r} is not among the metrics {sorted(metrics)}"
+            )
         value = float(metrics[self.metric])
         improved = value > self.best
         if improved:
@@ -101,7 +103,11 @@ class EvalHook(HookBase):
             self.logger.write(row)
             self.logger.message(
                 f"step {self.trainer.step}: val {self.metric}={value:.4f}"
-                + (" (best, saved best.pt)" if improved else f" (best {self.best:.4f} at step {self.best_step})")
+                + (
+                    " (best, saved best.pt)"
+                    if improved
+                    else f" (best {self.best:.4f} at step {self.best_step})"
+                )
             )
         return metrics
 
@@ -123,7 +129,13 @@ class LoggingHook(HookBase):
         tensorboard: also write TensorBoard scalars (needs the ``tensorboard`` extra).
     """
 
-    def __init__(self, output_dir: str | Path, every: int = 10, progress: bool = True, tensorboard: bool = False) -> None:
+    def __init__(
+        self,
+        output_dir: str | Path,
+        every: int = 10,
+        progress: bool = True,
+        tensorboard: bool = False,
+    ) -> None:
         self.path = Path(output_dir) / "metrics.jsonl"
         self.every = max(1, every)
         self.progress = progress
@@ -161,7 +173,9 @@ class LoggingHook(HookBase):
         self._count += 1
         if self._bar is not None:
             self._bar.update(1)
-            self._bar.set_postfix(loss=f"{self.trainer.last_losses.get('loss', float('nan')):.4f}", refresh=False)
+            self._bar.set_postfix(
+                loss=f"{self.trainer.last_losses.get('loss', float('nan')):.4f}", refresh=False
+            )
         step = self.trainer.step
         if step % self.every == 0 or step == self.trainer.max_iters:
             row: dict[str, float] = {"step": step}

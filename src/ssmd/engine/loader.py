@@ -30,7 +30,9 @@ class PreparedSamples:
             each step would otherwise dominate a CPU training step.
     """
 
-    def __init__(self, dataset: Any, prepare: Callable[[Sample], Sample] | None = None, cache: bool = True) -> None:
+    def __init__(
+        self, dataset: Any, prepare: Callable[[Sample], Sample] | None = None, cache: bool = True
+    ) -> None:
         self.dataset = dataset
         self.prepare = prepare
         self.cache = cache
@@ -72,7 +74,9 @@ class BatchStream:
         is_labeled: bool | None = None,
     ) -> None:
         if len(indices) == 0:
-            raise ValueError("BatchStream needs at least one image; the split left this stream empty")
+            raise ValueError(
+                "BatchStream needs at least one image; the split left this stream empty"
+            )
         if batch_size < 1:
             raise ValueError(f"batch_size = {batch_size}: must be >= 1")
         self.samples = samples

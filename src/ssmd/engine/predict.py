@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -56,11 +56,18 @@ def predict_samples(
                 drawn = [normalize(s) for s in drawn]
             batch = collate(drawn)
             outputs = model(batch.images)
-            detections: list[dict[str, Tensor]] = model.postprocess(outputs, image_sizes=batch.image_sizes)
+            detections: list[dict[str, Tensor]] = cast(Any, model).postprocess(
+                outputs, image_sizes=batch.image_sizes
+            )
             for det, sample in zip(detections, drawn, strict=True):
                 boxes = clip_boxes(det["boxes"] / sample.scale, sample.orig_size)
                 results.append(
-                    {"image_id": sample.image_id, "boxes": boxes, "scores": det["scores"], "labels": det["labels"]}
+                    {
+                        "image_id": sample.image_id,
+                        "boxes": boxes,
+                        "scores": det["scores"],
+                        "labels": det["labels"],
+                    }
                 )
     finally:
         model.train(was_training)

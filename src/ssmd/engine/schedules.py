@@ -7,7 +7,15 @@ import math
 __all__ = ["lr_factor"]
 
 
-def lr_factor(step: int, *, max_iters: int, schedule: str, warmup_iters: int = 0, step_at: float = 0.75, gamma: float = 0.1) -> float:
+def lr_factor(
+    step: int,
+    *,
+    max_iters: int,
+    schedule: str,
+    warmup_iters: int = 0,
+    step_at: float = 0.75,
+    gamma: float = 0.1,
+) -> float:
     """Factor of the base learning rate at ``step`` (0-based).
 
     * ``step``: ``1`` until ``step_at * max_iters``, then ``gamma`` — the SSMD paper's

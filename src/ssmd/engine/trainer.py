@@ -8,7 +8,6 @@ calls every hook's ``after_step``. Evaluation, checkpointing and logging are hoo
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +16,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ssmd.engine.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from ssmd.engine.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
 from ssmd.engine.loader import BatchStream
 from ssmd.methods.base import Method
 
@@ -81,7 +85,9 @@ class Trainer:
         extra_state: dict[str, Any] | None = None,
     ) -> None:
         if method.uses_unlabeled and unlabeled is None:
-            raise ValueError(f"method {type(method).__name__} needs unlabeled images, but the split has none")
+            raise ValueError(
+                f"method {type(method).__name__} needs unlabeled images, but the split has none"
+            )
         self.method = method
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -118,10 +124,16 @@ class Trainer:
         start = time.perf_counter()
         self.method.train()
         labeled = next(self.labeled)
-        unlabeled = next(self.unlabeled) if (self.method.uses_unlabeled and self.unlabeled is not None) else None
+        unlabeled = (
+            next(self.unlabeled)
+            if (self.method.uses_unlabeled and self.unlabeled is not None)
+            else None
+        )
         losses = self.method.training_step(labeled, unlabeled, self.step, self.max_iters)
         if "loss" not in losses:
-            raise KeyError(f"{type(self.method).__name__}.training_step returned no 'loss' (keys: {sorted(losses)})")
+            raise KeyError(
+                f"{type(self.method).__name__}.training_step returned no 'loss' (keys: {sorted(losses)})"
+            )
         total = losses["loss"]
         if not bool(torch.isfinite(total)):
             parts = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
@@ -172,7 +184,9 @@ class Trainer:
         """Restore a checkpoint written by :meth:`save` so the next step equals the uninterrupted run's."""
         state = load_checkpoint(path)
         if state.get("kind") != "ssmd-train":
-            raise ValueError(f"{path}: field 'kind' = {state.get('kind')!r}: not a resumable training checkpoint")
+            raise ValueError(
+                f"{path}: field 'kind' = {state.get('kind')!r}: not a resumable training checkpoint"
+            )
         self.method.load_state_dict(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -184,4 +198,3 @@ class Trainer:
             hook.load_state_dict(hook_state)
         self.step = int(state["step"])
         self.last_good_checkpoint = Path(path)
-

@@ -33,7 +33,11 @@ def draw_overlay(
         score_thresh: minimum score of a drawn prediction.
     """
     if isinstance(image, Tensor):
-        arr = (image.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)  # (H, W, 3)
+        arr = (
+            (image.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255)
+            .round()
+            .astype(np.uint8)
+        )  # (H, W, 3)
     else:
         arr = np.asarray(image, dtype=np.uint8)
     canvas = Image.fromarray(arr).convert("RGB")
@@ -45,7 +49,9 @@ def draw_overlay(
         scores = pred_scores.tolist() if pred_scores is not None else [1.0] * len(pred_boxes)
         for box, score in zip(pred_boxes.tolist(), scores, strict=True):
             if score >= score_thresh:
-                draw.rectangle([box[0], box[1], box[2] - 1, box[3] - 1], outline=PRED_COLOUR, width=1)
+                draw.rectangle(
+                    [box[0], box[1], box[2] - 1, box[3] - 1], outline=PRED_COLOUR, width=1
+                )
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(out)

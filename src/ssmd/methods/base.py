@@ -39,7 +39,9 @@ class Method(nn.Module, abc.ABC):
         self.model = model
 
     @abc.abstractmethod
-    def training_step(self, labeled: Batch, unlabeled: Batch | None, step: int, max_iters: int) -> dict[str, Tensor]:
+    def training_step(
+        self, labeled: Batch, unlabeled: Batch | None, step: int, max_iters: int
+    ) -> dict[str, Tensor]:
         """Losses of one step; must contain ``"loss"``, the total that is back-propagated."""
 
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -47,7 +49,7 @@ class Method(nn.Module, abc.ABC):
         return [p for p in self.model.parameters() if p.requires_grad]
 
     @torch.no_grad()
-    def after_step(self, step: int) -> None:  # noqa: B027 - optional hook
+    def after_step(self, step: int) -> None:
         """Called after every optimiser step (e.g. an EMA teacher update)."""
 
     def inference_model(self, which: str = "student") -> nn.Module:
@@ -73,6 +75,8 @@ def build_method(name: str, model: nn.Module, params: dict[str, Any] | None = No
     unknown = sorted(set(params) - set(cls.defaults))
     if unknown:
         known = ", ".join(sorted(cls.defaults)) or "(none)"
-        raise ValueError(f"method {name!r} has no parameter(s) {', '.join('method.' + k for k in unknown)}; known: {known}")
+        raise ValueError(
+            f"method {name!r} has no parameter(s) {', '.join('method.' + k for k in unknown)}; known: {known}"
+        )
     merged = {**cls.defaults, **params}
     return cls(model, **merged)

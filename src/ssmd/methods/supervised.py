@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from torch import Tensor
 
@@ -19,8 +19,10 @@ class Supervised(Method):
     uses_unlabeled: ClassVar[bool] = False
     defaults: ClassVar[dict[str, Any]] = {}
 
-    def training_step(self, labeled: Batch, unlabeled: Batch | None, step: int, max_iters: int) -> dict[str, Tensor]:
+    def training_step(
+        self, labeled: Batch, unlabeled: Batch | None, step: int, max_iters: int
+    ) -> dict[str, Tensor]:
         outputs = self.model(labeled.images)
-        losses: dict[str, Tensor] = self.model.loss(outputs, labeled.targets())
+        losses: dict[str, Tensor] = cast(Any, self.model).loss(outputs, labeled.targets())
         losses["loss"] = sum(losses.values(), start=labeled.images.new_zeros(()))
         return losses

@@ -37,7 +37,9 @@ def spatial_dims_of(boxes: Tensor) -> int:
     """Number of spatial dimensions of ``boxes`` (``Tensor[..., 2 * D]``)."""
     last = boxes.shape[-1]
     if last not in (4, 6):
-        raise ValueError(f"boxes must have 4 (2D) or 6 (3D) coordinates, got shape {tuple(boxes.shape)}")
+        raise ValueError(
+            f"boxes must have 4 (2D) or 6 (3D) coordinates, got shape {tuple(boxes.shape)}"
+        )
     return last // 2
 
 
@@ -102,7 +104,9 @@ def clip_boxes(boxes: Tensor, size: tuple[int, ...]) -> Tensor:
     d = spatial_dims_of(boxes)
     if len(size) != d:
         raise ValueError(f"size {size} does not match {d}D boxes")
-    limits = torch.tensor(list(reversed(size)), dtype=boxes.dtype, device=boxes.device)  # (W, H[, D])
+    limits = torch.tensor(
+        list(reversed(size)), dtype=boxes.dtype, device=boxes.device
+    )  # (W, H[, D])
     lo = torch.minimum(boxes[..., :d].clamp(min=0), limits)
     hi = torch.minimum(boxes[..., d:].clamp(min=0), limits)
     return torch.cat([lo, hi], dim=-1)
