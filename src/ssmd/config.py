@@ -63,9 +63,13 @@ DEFAULTS: dict[str, Any] = {
     },
     "model": {
         "backbone": "resnet18",
+        # "bn" (BatchNorm) or "gn" (GroupNorm: same output in train and eval mode)
+        "backbone_norm": "bn",
         "width_multiplier": 0.25,
         "fpn_channels": 64,
         "head_convs": 2,
+        # "gn" (GroupNorm in the head subnets) or null
+        "head_norm": None,
         "anchor_sizes": [8, 16, 32, 64, 128],
         "activation": "softmax",
         "cls_loss": "focal",

@@ -148,9 +148,11 @@ def build_model(model_cfg: dict[str, Any], num_classes: int) -> RetinaNet:
     """The detector from the ``model`` section."""
     return build_retinanet(
         backbone=model_cfg["backbone"],
+        backbone_norm=model_cfg.get("backbone_norm", "bn"),
         width_multiplier=float(model_cfg["width_multiplier"]),
         fpn_channels=int(model_cfg["fpn_channels"]),
         head_convs=int(model_cfg["head_convs"]),
+        head_norm=model_cfg.get("head_norm"),
         num_classes=num_classes,
         anchor_sizes=tuple(float(s) for s in model_cfg["anchor_sizes"]),
         activation=model_cfg["activation"],

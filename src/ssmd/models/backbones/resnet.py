@@ -48,6 +48,23 @@ def _scaled(channels: int, width_multiplier: float) -> int:
     return max(1, round(channels * width_multiplier))
 
 
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with groups of at least 4 channels and at most 32 groups.
+
+    Train- and eval-mode outputs are identical (no running statistics), which matters
+    for small CPU batches of very different images (a dark fluorescence image beside a
+    pink H&E one): BatchNorm's running averages then fit neither, and eval-mode
+    predictions fall far below train-mode ones.
+    """
+    groups = max(1, min(32, channels // 4))
+    while channels % groups:
+        groups -= 1
+    return nn.GroupNorm(groups, channels)
+
+
+NORMS: dict[str, Callable[[int], nn.Module]] = {"bn": nn.BatchNorm2d, "gn": group_norm}
+
+
 class ResNetFeatures(nn.Module):
     """A ResNet trunk (no pooling/fc) that returns the feature maps of selected stages.
 
@@ -72,8 +89,12 @@ class ResNetFeatures(nn.Module):
         in_channels: int = 3,
         out_indices: Sequence[int] = (2, 3, 4),
         zero_init_residual: bool = False,
+        norm: str = "bn",
     ) -> None:
         super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {sorted(NORMS)}, got {norm!r}")
+        self.norm_layer = NORMS[norm]
         if len(layers) != 4:
             raise ValueError(f"ResNet needs 4 stage depths, got {tuple(layers)}")
         if width_multiplier <= 0:
@@ -94,7 +115,7 @@ class ResNetFeatures(nn.Module):
         self.conv1 = nn.Conv2d(
             in_channels, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False
         )
-        self.bn1 = nn.BatchNorm2d(self.inplanes)
+        self.bn1 = self.norm_layer(self.inplanes)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         widths = [_scaled(c, width_multiplier) for c in (64, 128, 256, 512)]
@@ -110,7 +131,7 @@ class ResNetFeatures(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
                 nn.init.constant_(m.weight, 1)
                 nn.init.constant_(m.bias, 0)
         if zero_init_residual:
@@ -134,11 +155,15 @@ class ResNetFeatures(nn.Module):
                     stride=stride,
                     bias=False,
                 ),
-                nn.BatchNorm2d(planes * block.expansion),
+                self.norm_layer(planes * block.expansion),
             )
-        layers: list[nn.Module] = [block(self.inplanes, planes, stride, downsample)]
+        layers: list[nn.Module] = [
+            block(self.inplanes, planes, stride, downsample, norm_layer=self.norm_layer)
+        ]
         self.inplanes = planes * block.expansion
-        layers.extend(block(self.inplanes, planes) for _ in range(1, blocks))
+        layers.extend(
+            block(self.inplanes, planes, norm_layer=self.norm_layer) for _ in range(1, blocks)
+        )
         return nn.Sequential(*layers)
 
     def stages(self) -> list[nn.Sequential]:
@@ -244,6 +269,7 @@ def build_resnet(
     pretrained_weights: str | Path | None = None,
     block_wrapper: BlockWrapper | None = None,
     zero_init_residual: bool = False,
+    norm: str = "bn",
 ) -> ResNetFeatures:
     """Build a ResNet feature extractor by name.
 
@@ -256,6 +282,7 @@ def build_resnet(
         block_wrapper: applied to every residual block after the weights are loaded
             (see :meth:`ResNetFeatures.wrap_blocks`).
         zero_init_residual: zero-init the last BN of each residual branch.
+        norm: ``"bn"`` (BatchNorm, as torchvision) or ``"gn"`` (GroupNorm, see :func:`group_norm`).
     """
     if name not in RESNET_SPECS:
         raise KeyError(f"unknown ResNet {name!r}; known: {', '.join(sorted(RESNET_SPECS))}")
@@ -267,6 +294,7 @@ def build_resnet(
         in_channels=in_channels,
         out_indices=out_indices,
         zero_init_residual=zero_init_residual,
+        norm=norm,
     )
     if pretrained_weights is not None:
         model.load_pretrained(pretrained_weights)

@@ -421,6 +421,7 @@ def build_retinanet(
     aspect_ratios: Sequence[float] = DEFAULT_ASPECT_RATIOS,
     anchor_scales: Sequence[float] = DEFAULT_SCALES,
     prior_prob: float = 0.01,
+    backbone_norm: str = "bn",
     **post: float | int,
 ) -> RetinaNet:
     """Build a ResNet-FPN RetinaNet (``P3..P7``, strides 8..128) from plain arguments.
@@ -440,6 +441,8 @@ def build_retinanet(
         aspect_ratios: anchor ``h / w`` ratios.
         anchor_scales: anchor size multipliers.
         prior_prob: initial foreground probability of the head.
+        backbone_norm: ``"bn"`` (BatchNorm) or ``"gn"`` (GroupNorm; identical in train and eval
+            mode, better for small mixed-style CPU batches).
         **post: further :class:`RetinaNet` keywords (``score_thresh``, ``topk_candidates``,
             ``nms_thresh``, ``detections_per_img``, ``focal_alpha``, ``focal_gamma``,
             ``smooth_l1_beta``).
@@ -451,6 +454,7 @@ def build_retinanet(
         width_multiplier=width_multiplier,
         in_channels=in_channels,
         pretrained_weights=pretrained_weights,
+        norm=backbone_norm,
     )
     fpn = FPN(body.out_channels, out_channels=fpn_channels, extra_levels=2, extra_from="c5")
     anchor_generator = AnchorGenerator(
