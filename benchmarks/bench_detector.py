@@ -18,8 +18,9 @@ steps are *interleaved* (A, B, C, C, B, A, ...), ``--steps`` timed steps each af
 ``--warmup``; we report batch / median step time (and batch / fastest step). Interleaving step by
 step keeps a slow phase of other jobs on the machine from landing on one detector only.
 Memory: each (config, size, detector, mode) is rerun in a fresh child process whose peak
-resident set size (``resource.getrusage(RUSAGE_SELF).ru_maxrss``, which includes the Python +
-torch import) is reported, so the numbers are each detector's own.
+resident set size (``VmHWM`` of ``/proc/self/status``; ``ru_maxrss`` elsewhere — on Linux
+``ru_maxrss`` survives ``execve`` and would report the parent's peak) is reported, so the
+numbers are each detector's own; they include the Python + torch import.
 
 Run:  .venv/bin/python benchmarks/bench_detector.py [--sizes 256 448] [--batch 4]
       [--configs cpu full] [--steps 10] [--out docs/benchmarks_detector.md]
@@ -160,14 +161,28 @@ def _make_step(
     return infer_step
 
 
+def _peak_rss_mib() -> float:
+    """This process's peak resident set size in MiB.
+
+    ``VmHWM`` of ``/proc/self/status`` where available: Linux carries ``ru_maxrss`` across
+    ``execve``, so a child's ``getrusage`` would report its parent's peak if that was larger.
+    """
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _child(args: argparse.Namespace) -> None:
     """Peak memory of one (config, size, detector, mode): build, warm up, run a few steps."""
     torch.set_num_threads(args.threads)
+    base = _peak_rss_mib()
     step = _make_step(args.impl, args.mode, CONFIGS[args.config], args.size, args.batch)
     for _ in range(args.warmup + 2):
         step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"peak_rss_mib": peak}))
+    print(json.dumps({"peak_rss_mib": _peak_rss_mib(), "after_import_mib": base}))
 
 
 def _time_interleaved(
@@ -188,7 +203,9 @@ def _time_interleaved(
     return times
 
 
-def _run_child(config: str, size: int, impl: str, mode: str, args: argparse.Namespace) -> float:
+def _run_child(
+    config: str, size: int, impl: str, mode: str, args: argparse.Namespace
+) -> dict[str, float]:
     cmd = [
         sys.executable,
         __file__,
@@ -204,7 +221,8 @@ def _run_child(config: str, size: int, impl: str, mode: str, args: argparse.Name
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"child {' '.join(cmd[2:])} failed:\n{done.stderr[-3000:]}")
-    return float(json.loads(done.stdout.strip().splitlines()[-1])["peak_rss_mib"])
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
 def _machine() -> str:
@@ -253,9 +271,16 @@ def main() -> None:
     keys = [(c, z, m) for c in args.configs for z in args.sizes for m in ("train", "infer")]
     times: dict[tuple[str, int, str], dict[str, list[float]]] = {}
     peak: dict[tuple[str, int, str], dict[str, float]] = {}
+    import_mib = 0.0
     for key in keys:
         times[key] = _time_interleaved(*key, args)
-        peak[key] = {impl: _run_child(*key, impl, args) for impl in IMPLS} if args.memory else {}
+        if args.memory:
+            for impl in IMPLS:
+                r = _run_child(*key, impl, args)
+                peak.setdefault(key, {})[impl] = r["peak_rss_mib"]
+                import_mib = max(import_mib, r["after_import_mib"])
+        else:
+            peak[key] = {}
         summary = ", ".join(
             f"{impl} {args.batch / statistics.median(t):.2f} img/s"
             for impl, t in times[key].items()
@@ -302,8 +327,8 @@ step by step.
 
 Configs: {configs}; 4-conv heads, 9 anchors/location, 1 class, 20 GT boxes per image.
 Throughput: batch / median step time ("best": batch / fastest step). Memory: peak resident
-set size (`ru_maxrss`, MiB) of a child process that builds one detector and runs
-{args.warmup + 2} steps; it includes the Python + torch import.
+set size (`VmHWM` of `/proc/self/status`, MiB) of a fresh child process that builds one detector
+and runs {args.warmup + 2} steps; it includes the Python + torch import (~{import_mib:.0f} MiB).
 
 {table}
 
