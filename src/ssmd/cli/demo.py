@@ -31,11 +31,13 @@ DEMO_OVERRIDES: list[str] = [
     "data.synthetic.n_images=300",
     "data.synthetic.image_size=256",
     "data.input_size=256",
-    "train.max_iters=600",
+    "model.backbone_norm=gn",
+    "model.head_norm=gn",
+    "train.max_iters=1200",
     "train.batch_size=4",
     "train.lr=0.002",
-    "train.eval_every=150",
-    "train.checkpoint_every=150",
+    "train.eval_every=300",
+    "train.checkpoint_every=300",
     "train.warmup_iters=50",
 ]
 
