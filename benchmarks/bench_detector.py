@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import resource
 import statistics
@@ -241,7 +242,7 @@ def _machine() -> str:
     import torchvision
 
     return (
-        f"{model}; {torch.get_num_threads()} torch threads available, "
+        f"{model}, {os.cpu_count()} logical CPUs; "
         f"Python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}"
     )
 
@@ -256,11 +257,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="write a markdown report here")
+    parser.add_argument("--note", default="", help="conditions of the run, added to the report")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--config", default="cpu", help=argparse.SUPPRESS)
+    parser.add_argument("--config", default="cpu", choices=list(CONFIGS), help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, default=256, help=argparse.SUPPRESS)
-    parser.add_argument("--impl", default="ours-sigmoid", help=argparse.SUPPRESS)
-    parser.add_argument("--mode", default="train", help=argparse.SUPPRESS)
+    parser.add_argument("--impl", default="ours-sigmoid", choices=IMPLS, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--mode", default="train", choices=("train", "infer"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.child:
         _child(args)
@@ -276,7 +280,7 @@ def main() -> None:
         times[key] = _time_interleaved(*key, args)
         if args.memory:
             for impl in IMPLS:
-                r = _run_child(*key, impl, args)
+                r = _run_child(config=key[0], size=key[1], impl=impl, mode=key[2], args=args)
                 peak.setdefault(key, {})[impl] = r["peak_rss_mib"]
                 import_mib = max(import_mib, r["after_import_mib"])
         else:
@@ -331,6 +335,8 @@ set size (`VmHWM` of `/proc/self/status`, MiB) of a fresh child process that bui
 and runs {args.warmup + 2} steps; it includes the Python + torch import (~{import_mib:.0f} MiB).
 
 {table}
+
+{args.note}
 
 What is compared and how: see the docstring of `benchmarks/bench_detector.py`.
 """
