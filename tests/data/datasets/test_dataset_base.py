@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from ssmd.data.datasets.base import DetectionDataset, ImageRecord, make_records
+from ssmd.data.datasets.base import DetectionDataset, ImageRecord, empty_annotation, make_records
 from ssmd.utils.errors import DataError
 
 
@@ -38,13 +38,20 @@ def test_records_ids_lookup_and_labels() -> None:
         ds.index_of("g.png")
 
 
+class _Plain(DetectionDataset):
+    def _annotation(self, i: int) -> tuple[Tensor, Tensor]:
+        return empty_annotation()
+
+
 def test_duplicate_records_rejected() -> None:
     rec = ImageRecord(1, "a.png", 2, 2, Path("a.png"))
     with pytest.raises(DataError, match="duplicate image file name"):
-        DetectionDataset([rec, rec], [])
+        _Plain([rec, rec], [])
     rec2 = ImageRecord(1, "b.png", 2, 2, Path("b.png"))
     with pytest.raises(DataError, match="duplicate image id"):
-        DetectionDataset([rec, rec2], [])
+        _Plain([rec, rec2], [])
+    with pytest.raises(TypeError, match="abstract"):
+        DetectionDataset([rec], [])  # type: ignore[abstract]
 
 
 def test_labeled_flags_and_views() -> None:

@@ -24,6 +24,7 @@ caches.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +94,7 @@ def make_records(
     return out
 
 
-class DetectionDataset(Dataset[Sample]):
+class DetectionDataset(Dataset[Sample], abc.ABC):
     """Base class: images with ``xyxy`` boxes and labels ``1..K``.
 
     Subclasses fill ``records`` and ``categories`` and implement :meth:`_annotation`
@@ -236,8 +237,9 @@ class DetectionDataset(Dataset[Sample]):
         boxes, labels = self._ignore(self._check_index(i))
         return boxes.clone(), labels.clone()
 
+    @abc.abstractmethod
     def _annotation(self, i: int) -> tuple[Tensor, Tensor]:
-        raise NotImplementedError
+        """Boxes and labels of image ``i`` (every format implements this)."""
 
     def _ignore(self, i: int) -> tuple[Tensor, Tensor]:
         return empty_annotation()

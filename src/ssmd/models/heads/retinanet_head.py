@@ -79,7 +79,9 @@ class RetinaNetHead(nn.Module):
         if not 0 < prior_prob < 1:
             raise ValueError(f"prior_prob must be in (0, 1), got {prior_prob}")
         if spatial_dims != 2:
-            raise NotImplementedError("RetinaNetHead is 2D for now (3D convs are a later issue)")
+            raise ValueError(
+                f"RetinaNetHead supports spatial_dims=2 only (3D heads are not built yet), got {spatial_dims}"
+            )
         self.num_anchors = num_anchors
         self.num_classes = num_classes
         self.activation = activation
