@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -315,7 +316,7 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if args.out is not None:
-        command = " ".join([".venv/bin/python", "benchmarks/bench_detector.py", *sys.argv[1:]])
+        command = shlex.join([".venv/bin/python", "benchmarks/bench_detector.py", *sys.argv[1:]])
         configs = "; ".join(
             f"`{k}`: ResNet-18 width {v['width']}, FPN {v['fpn']} ch, anchors {v['anchor_sizes']}"
             for k, v in CONFIGS.items()
