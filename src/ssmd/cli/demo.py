@@ -78,10 +78,10 @@ def run_demo(
     output_dir: Path, max_iters: int | None = None, quick: bool = False
 ) -> list[dict[str, Any]]:
     """Run every demo run, print the table, write overlays, the FROC plot and ``demo_results.json``."""
-    from ssmd.engine.build import build_data, load_model, normalize_transform
-    from ssmd.engine.predict import predict_samples
+    from ssmd.engine.build import build_data
     from ssmd.engine.visualize import draw_overlay
-    from ssmd.evaluation import froc_from_coco, plot_froc, predictions_to_coco_results
+    from ssmd.evaluation import froc_from_coco, plot_froc
+    from ssmd.structures.boxes import xywh_to_xyxy
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -110,24 +110,21 @@ def run_demo(
                 "train_seconds": summary["train_seconds"],
             }
         )
-        # overlays and FROC curve of the best checkpoint on the test part
+        # overlays and FROC curve from the test predictions run_training already wrote
         data = build_data(config)
-        model, _ = load_model(Path(config["output_dir"]) / "best.pt")
-        test_idx = data.indices("test")
-        preds = predict_samples(
-            model, data.samples, test_idx, normalize=normalize_transform(config["data"])
-        )
-        results = predictions_to_coco_results(
-            [p["image_id"] for p in preds], preds, data.dataset.label_to_category
-        )
+        results = json.loads((Path(config["output_dir"]) / "test_predictions.json").read_text())
         frocs[name] = froc_from_coco(data.gt("test"), results)
-        for idx, pred in list(zip(test_idx, preds, strict=True))[:4]:
+        for idx in data.indices("test")[:4]:
             sample = data.dataset[idx]
+            mine = [r for r in results if r["image_id"] == sample.image_id]
+            boxes = xywh_to_xyxy(
+                torch.tensor([r["bbox"] for r in mine], dtype=torch.float32).reshape(-1, 4)
+            )
             draw_overlay(
                 sample.image,
                 output_dir / "overlays" / name / f"test_{sample.image_id:04d}.png",
-                pred["boxes"],
-                pred["scores"],
+                boxes,
+                torch.tensor([r["score"] for r in mine], dtype=torch.float32),
                 sample.boxes,
             )
     plot_froc(frocs, output_dir / "froc.png")
