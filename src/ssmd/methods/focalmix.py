@@ -1,0 +1,350 @@
+"""FocalMix in 2D (Wang et al., CVPR 2020; the SSMD paper's re-implementation, Sec. 4.3).
+
+One training step on ``B`` labeled and ``B`` unlabeled images (both padded to one size):
+
+1. **Anchor-level target prediction** (FocalMix Eq. (3)-(4)): the current network predicts the
+   unlabeled images under ``K`` flips (identity, horizontal, vertical, both — ``K = 4`` was
+   FocalMix's best, Table 3b of the slides); each prediction is mapped back to the original
+   geometry on the dense maps (``x -> W_l - 1 - x`` with ``dx -> -dx``; ``y -> H_l - 1 - y``
+   with ``dy -> -dy``; exact for inputs padded to a multiple of the largest stride), the ``K``
+   softmax distributions are averaged per anchor and sharpened with ``T = 0.7``; the
+   foreground part ``q[1:]`` is the soft class target. Labeled anchors get one-hot targets
+   from the matcher.
+2. **Object-level MixUp**: every annotated box of the labeled images and every box the
+   network predicts on an unlabeled image with a score ``>= object_threshold`` (0.8) is an
+   object patch; each patch is blended in place with another patch of the batch resized to
+   its box, ``patch <- lambda' patch + (1 - lambda') other`` (``lambda'`` as below). A lesion
+   mixed with a lesion is still a lesion, so targets are unchanged: the step sees new object
+   appearances (FocalMix's "extra object instances").
+3. **Image-level MixUp** (Eq. (10)-(13)): the ``2B`` images are shuffled into pairs; each
+   image and its anchor targets are mixed with its partner's with one
+   ``lambda' = max(lambda, 1 - lambda)``, ``lambda ~ Beta(0.2, 0.2)``; an anchor ignored by the
+   matcher in either image is ignored.
+4. **Loss**: one forward of the ``2B`` mixed images; the soft-target focal loss (Eq. (9),
+   :mod:`ssmd.losses.focalmix`) plus smooth-L1 box terms; the first ``B`` (mixed from labeled
+   images) give ``loss_cls + loss_box``, the last ``B`` the unsupervised ``loss_unsup``;
+   ``loss = supervised + lambda_u * loss_unsup`` with the ramp of
+   :mod:`ssmd.methods.schedules` (targets from an untrained network are noise at first).
+
+Choices where the sources are silent:
+
+* **Targets come from the student itself** (MixMatch's "current model"; FocalMix has no
+  teacher), without gradient and in ``eval()`` mode, so that they do not depend on the rest
+  of the batch.
+* **Box-regression targets of unlabeled anchors**: the ``K``-averaged, flip-aligned predicted
+  deltas, weighted by the anchor's soft foreground target ``sum_c q[c]`` (``unlabeled_box =
+  "soft"``): confidently predicted objects pull their boxes towards the augmentation
+  average, background anchors contribute nothing. ``"none"`` trains unlabeled anchors on
+  classes only.
+* **Box terms after MixUp**: deltas of two different objects have no meaningful average, so
+  the box loss of a mixed image is the mix of the two images' box losses
+  (``lambda' L(t_a) + (1 - lambda') L(t_b)``), each weighted by its foreground weight.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ssmd.losses.focalmix import (
+    mixup,
+    mixup_lambda,
+    one_hot_targets,
+    sharpen,
+    soft_focal_detection_loss,
+)
+from ssmd.methods.base import METHODS, Method
+from ssmd.methods.schedules import RAMPS, consistency_weight
+from ssmd.models.detectors.retinanet import DenseOutputs, RetinaNet
+from ssmd.structures.sample import Batch
+
+__all__ = ["AUGMENTATIONS", "FocalMix", "object_mixup", "undo_flip"]
+
+AUGMENTATIONS: tuple[str, ...] = ("none", "hflip", "vflip", "hvflip")
+"""The ``K`` augmentations of target prediction, in the order they are used."""
+
+
+def _flip_images(images: Tensor, aug: str) -> Tensor:
+    if aug in ("hflip", "hvflip"):
+        images = images.flip(-1)
+    if aug in ("vflip", "hvflip"):
+        images = images.flip(-2)
+    return images
+
+
+def undo_flip(outputs: DenseOutputs, aug: str) -> DenseOutputs:
+    """Map predictions made on a flipped image back onto the original image's anchors.
+
+    ``hflip``: :meth:`DenseOutputs.hflip`; ``vflip``: rows ``y -> H_l - 1 - y`` and ``dy``
+    negated (the vertical analogue; exact when the input height is a multiple of the
+    largest stride and the anchor set is symmetric under flips, as ours is).
+    """
+    if aug not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {aug!r}; expected one of {AUGMENTATIONS}")
+    out = outputs
+    if aug in ("hflip", "hvflip"):
+        out = out.hflip()
+    if aug in ("vflip", "hvflip"):
+        ref = out.box_deltas[0]
+        sign = torch.ones(ref.shape[2], dtype=ref.dtype, device=ref.device)  # (4,)
+        sign[1] = -1.0  # dy
+        out = DenseOutputs(
+            [t.flip(-2) for t in out.cls_logits],
+            [t.flip(-2) * sign.view(1, 1, -1, 1, 1) for t in out.box_deltas],  # (B, A, 4, H, W)
+            out.image_size,
+        )
+    return out
+
+
+def object_mixup(
+    images: Tensor, boxes: list[Tensor], eta: float = 0.2, max_objects: int = 64
+) -> Tensor:
+    """Object-level MixUp: blend each object patch with another object of the batch.
+
+    Args:
+        images: ``Tensor[B, C, H, W]``; not modified.
+        boxes: per image ``Tensor[N_i, 4]`` ``xyxy`` pixels (annotated or confidently predicted).
+        eta: Beta parameter of ``lambda``.
+        max_objects: at most this many patches (drawn at random) are mixed per call, to bound
+            the cost on images with hundreds of nuclei.
+
+    Returns:
+        The batch with patch ``i`` replaced by ``lambda'_i patch_i + (1 - lambda'_i)
+        resize(patch_j)``, ``j != i`` drawn at random; fewer than 2 objects: unchanged.
+    """
+    h, w = int(images.shape[-2]), int(images.shape[-1])
+    pool: list[tuple[int, int, int, int, int]] = []  # (image, x1, y1, x2, y2) integer pixels
+    for i, b in enumerate(boxes):
+        for x1, y1, x2, y2 in b.round().long().tolist():
+            x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
+            if x2 - x1 >= 2 and y2 - y1 >= 2:
+                pool.append((i, x1, y1, x2, y2))
+    if len(pool) < 2:
+        return images
+    out = images.clone()
+    chosen = torch.randperm(len(pool))[:max_objects].tolist()
+    partners = torch.randint(0, len(pool) - 1, (len(chosen),)).tolist()
+    lams = mixup_lambda(len(chosen), eta).tolist()
+    for k, j, lam in zip(chosen, partners, lams, strict=True):
+        j = j if j < k else j + 1  # any other object
+        i, x1, y1, x2, y2 = pool[k]
+        ij, a1, b1, a2, b2 = pool[j]
+        other = images[ij : ij + 1, :, b1:b2, a1:a2]  # (1, C, h_j, w_j)
+        other = F.interpolate(other, size=(y2 - y1, x2 - x1), mode="bilinear", align_corners=False)
+        out[i, :, y1:y2, x1:x2] = lam * images[i, :, y1:y2, x1:x2] + (1.0 - lam) * other[0]
+    return out
+
+
+def _pad_to(images: Tensor, h: int, w: int) -> Tensor:
+    return F.pad(images, (0, w - int(images.shape[-1]), 0, h - int(images.shape[-2])))
+
+
+@METHODS.register("focalmix")
+class FocalMix(Method):
+    """FocalMix (Wang et al. 2020) on the shared RetinaNet (module docstring).
+
+    Args:
+        model: the detector (inputs padded to a multiple of the largest stride).
+        alpha0: SFL weight of negative targets (0.05).
+        alpha1: SFL weight of positive targets (0.95).
+        gamma: SFL exponent (2).
+        temperature: sharpening ``T`` (0.7).
+        num_augmentations: ``K`` in 1..4 (flips of :data:`AUGMENTATIONS`).
+        eta: MixUp ``Beta(eta, eta)`` (0.2).
+        image_mixup: image-level MixUp on/off.
+        object_mixup: object-level MixUp on/off.
+        object_threshold: score of a predicted unlabeled object used for object MixUp.
+        max_objects: cap on mixed object patches per step.
+        unlabeled_box: ``"soft"`` or ``"none"`` (module docstring).
+        unlabeled_weight: ``lambda_u`` maximum.
+        ramp: ``"eq10"`` or ``"none"`` (:mod:`ssmd.methods.schedules`).
+    """
+
+    uses_unlabeled: ClassVar[bool] = True
+    defaults: ClassVar[dict[str, Any]] = {
+        "alpha0": 0.05,
+        "alpha1": 0.95,
+        "gamma": 2.0,
+        "temperature": 0.7,
+        "num_augmentations": 4,
+        "eta": 0.2,
+        "image_mixup": True,
+        "object_mixup": True,
+        "object_threshold": 0.8,
+        "max_objects": 64,
+        "unlabeled_box": "soft",
+        "unlabeled_weight": 1.0,
+        "ramp": "eq10",
+    }
+
+    def __init__(
+        self,
+        model: nn.Module,
+        alpha0: float = 0.05,
+        alpha1: float = 0.95,
+        gamma: float = 2.0,
+        temperature: float = 0.7,
+        num_augmentations: int = 4,
+        eta: float = 0.2,
+        image_mixup: bool = True,
+        object_mixup: bool = True,
+        object_threshold: float = 0.8,
+        max_objects: int = 64,
+        unlabeled_box: str = "soft",
+        unlabeled_weight: float = 1.0,
+        ramp: str = "eq10",
+    ) -> None:
+        super().__init__(model)
+        if not 1 <= int(num_augmentations) <= len(AUGMENTATIONS):
+            raise ValueError(f"method.num_augmentations = {num_augmentations!r}: expected 1..4")
+        if float(temperature) <= 0 or float(eta) <= 0:
+            raise ValueError(
+                f"method.temperature = {temperature!r}, method.eta = {eta!r}: both must be > 0"
+            )
+        if unlabeled_box not in ("soft", "none"):
+            raise ValueError(f"method.unlabeled_box = {unlabeled_box!r}: expected soft or none")
+        if ramp not in RAMPS:
+            raise ValueError(f"method.ramp = {ramp!r}: expected one of {RAMPS}")
+        if float(unlabeled_weight) < 0:
+            raise ValueError(f"method.unlabeled_weight = {unlabeled_weight!r}: expected >= 0")
+        self.alpha0, self.alpha1, self.gamma = float(alpha0), float(alpha1), float(gamma)
+        self.temperature = float(temperature)
+        self.augmentations = AUGMENTATIONS[: int(num_augmentations)]
+        self.eta = float(eta)
+        self.image_mixup = bool(image_mixup)
+        self.object_mixup = bool(object_mixup)
+        self.object_threshold = float(object_threshold)
+        self.max_objects = int(max_objects)
+        self.unlabeled_box = unlabeled_box
+        self.unlabeled_weight = float(unlabeled_weight)
+        self.ramp = ramp
+
+    @property
+    def _detector(self) -> RetinaNet:
+        return cast(RetinaNet, self.model)
+
+    @torch.no_grad()
+    def predict_targets(self, images: Tensor) -> tuple[Tensor, Tensor, DenseOutputs]:
+        """Sharpened soft class targets and averaged deltas of unlabeled ``images`` (step 1).
+
+        Returns:
+            ``(targets Tensor[B, N, K], deltas Tensor[B, N, 4], outputs)``; ``outputs`` are
+            the un-augmented predictions (for object MixUp and as the anchor template).
+        """
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            probs, deltas = None, None
+            first: DenseOutputs | None = None
+            for aug in self.augmentations:
+                out = undo_flip(self.model(_flip_images(images, aug)), aug)
+                if first is None:
+                    first = out
+                p = out.flat_cls_logits().softmax(-1)  # (B, N, K+1)
+                d = out.flat_box_deltas()  # (B, N, 4)
+                probs = p if probs is None else probs + p
+                deltas = d if deltas is None else deltas + d
+        finally:
+            self.model.train(was_training)
+        assert probs is not None and deltas is not None and first is not None  # K >= 1
+        k = float(len(self.augmentations))
+        q = sharpen(probs / k, self.temperature)  # (B, N, K+1), Eq. (3)-(4)
+        return q[..., 1:], deltas / k, first
+
+    def training_step(
+        self, labeled: Batch, unlabeled: Batch | None, step: int, max_iters: int
+    ) -> dict[str, Tensor]:
+        """Steps 1-4 of the module docstring.
+
+        Returns:
+            ``loss_cls``, ``loss_box`` (labeled part), ``loss_unsup`` (unlabeled part,
+            un-weighted), ``unsup_weight`` and ``loss``.
+        """
+        if getattr(self.model, "activation", "softmax") != "softmax":
+            raise ValueError("FocalMix's target sharpening needs softmax outputs (K + 1 classes)")
+        lam_u = consistency_weight(step, max_iters, self.ramp, self.unlabeled_weight)
+        x_l = labeled.images
+        b_l = len(labeled)
+        x_u = x_l[:0] if unlabeled is None or len(unlabeled) == 0 else unlabeled.images
+        h = max(int(x_l.shape[-2]), int(x_u.shape[-2]))
+        w = max(int(x_l.shape[-1]), int(x_u.shape[-1]))
+        x_l, x_u = _pad_to(x_l, h, w), _pad_to(x_u, h, w)  # (B, C, H, W) each
+
+        template: DenseOutputs
+        if len(x_u):
+            y_u, d_u, template = self.predict_targets(x_u)  # (B, N, K), (B, N, 4)
+            fg_u = y_u.sum(-1) if self.unlabeled_box == "soft" else torch.zeros_like(y_u[..., 0])
+        else:
+            with torch.no_grad():
+                template = self.model(x_l[:1])
+        labels_l, boxes_t_l = self._detector.assign_targets(
+            DenseOutputs(
+                [t[:1].expand(b_l, *t.shape[1:]) for t in template.cls_logits],
+                [t[:1].expand(b_l, *t.shape[1:]) for t in template.box_deltas],
+                template.image_size,
+            ),
+            labeled.targets(),
+        )  # (B, N), (B, N, 4)
+        k = int(template.cls_logits[0].shape[2]) - 1
+        y_l, valid_l = one_hot_targets(labels_l, k)  # (B, N, K), (B, N)
+        fg_l = (labels_l > 0).to(y_l.dtype)
+
+        if len(x_u):
+            images = torch.cat([x_l, x_u])  # (2B, C, H, W)
+            targets = torch.cat([y_l, y_u])  # (2B, N, K)
+            valid_u = torch.ones(y_u.shape[:2], dtype=torch.bool, device=y_u.device)  # (B, N)
+            valid = torch.cat([valid_l, valid_u])  # (2B, N)
+            box_t = torch.cat([boxes_t_l, d_u])  # (2B, N, 4)
+            box_w = torch.cat([fg_l, fg_u])  # (2B, N)
+        else:
+            images, targets, valid, box_t, box_w = x_l, y_l, valid_l, boxes_t_l, fg_l
+
+        if self.object_mixup:
+            objects = [b.to(images.dtype) for b in labeled.boxes]
+            if len(x_u):
+                dets = self._detector.postprocess(template)
+                objects += [d["boxes"][d["scores"] >= self.object_threshold] for d in dets]
+            images = object_mixup(images, objects, self.eta, self.max_objects)
+
+        n = int(images.shape[0])
+        if self.image_mixup:
+            perm = torch.randperm(n)
+            lam = mixup_lambda(n, self.eta).to(images.device)  # (2B,)
+            images = mixup(images, images[perm], lam)  # Eq. (12)
+            targets = mixup(targets, targets[perm], lam)  # Eq. (13)
+            valid = valid & valid[perm]
+            lw = lam.view(-1, 1).to(box_w.dtype)
+            box_terms = [(box_t, lw * box_w), (box_t[perm], (1.0 - lw) * box_w[perm])]
+        else:
+            box_terms = [(box_t, box_w)]
+
+        out = self.model(images)
+        cls_flat, deltas_flat = out.flat_cls_logits(), out.flat_box_deltas()  # (2B, N, .)
+
+        def part(sl: slice) -> dict[str, Tensor]:
+            return soft_focal_detection_loss(
+                cls_flat[sl],
+                deltas_flat[sl],
+                targets[sl],
+                valid[sl],
+                [(t[sl], wt[sl]) for t, wt in box_terms],
+                activation="softmax",
+                alpha0=self.alpha0,
+                alpha1=self.alpha1,
+                gamma=self.gamma,
+                beta=float(getattr(self.model, "smooth_l1_beta", 1.0 / 9.0)),
+            )
+
+        losses = part(slice(0, b_l))
+        zero = cls_flat.new_zeros(())
+        unsup = zero
+        if n > b_l:
+            u = part(slice(b_l, n))
+            unsup = u["loss_cls"] + u["loss_box"]
+        losses["loss_unsup"] = unsup
+        losses["unsup_weight"] = torch.tensor(lam_u, dtype=zero.dtype, device=zero.device)
+        losses["loss"] = losses["loss_cls"] + losses["loss_box"] + lam_u * unsup
+        return losses
