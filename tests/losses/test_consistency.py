@@ -173,3 +173,14 @@ def test_validation_errors() -> None:
     two_levels = DenseOutputs(s.cls_logits * 2, s.box_deltas * 2, s.image_size)
     with pytest.raises(ValueError, match="levels"):
         adaptive_consistency_loss(s, two_levels)
+
+
+def test_anchor_mask_leaves_anchors_out() -> None:
+    s, t = _two_anchor_pair()
+    # keep anchor 1 only: (W1 * (KL1 + 0.09)) / W1 = KL1 + 0.09
+    only_first = adaptive_consistency_loss(s, t, anchor_mask=torch.tensor([[True, False]]))
+    assert only_first.item() == pytest.approx(KL1 + 0.09, abs=1e-6)
+    only_second = adaptive_consistency_loss(s, t, anchor_mask=torch.tensor([[False, True]]))
+    assert only_second.item() == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(ValueError, match="anchor_mask"):
+        adaptive_consistency_loss(s, t, anchor_mask=torch.ones(1, 3, dtype=torch.bool))

@@ -211,3 +211,31 @@ def test_adversarial_pass_only_for_images_with_confident_anchors(
     close = torch.allclose(out.box_deltas[0], same.box_deltas[0])
     assert close == (tau == 1.0)  # perturbed teacher input only when the pass ran
     assert method.confident_images(student).tolist() == [tau < 1.0] * 2
+
+
+def test_consistency_leaves_out_the_erased_anchors_only() -> None:
+    torch.manual_seed(0)
+    method = SSMD(_tiny(), **{**OFF, "cutout": True, "cutout_n": 2, "cutout_size": 140})
+    images = _batch(False).images
+    views = method.make_views(images)
+    assert views.erased is not None and bool(views.erased.any())
+    student = method.model(views.student)
+    keep = method.anchor_mask(views, student)
+    assert keep is not None
+    erased = perturb.erased_anchor_mask(views.erased, student)
+    assert torch.equal(keep, ~erased)  # True = anchor counts in the cost
+    assert 0 < int(keep.sum()) < keep.numel()
+    literal = SSMD(_tiny(), **{**OFF, "cutout": True, "cutout_mask": False})
+    assert literal.anchor_mask(literal.make_views(images), student) is None
+    # the cost only sees the kept anchors: changing the teacher on erased anchors changes nothing
+    teacher = method.teacher_predictions(views, student)
+    base = method.consistency(student, teacher, keep)
+    bumped_logits = [t.clone() for t in teacher.cls_logits]
+    level0 = erased[:, : bumped_logits[0][0].numel() // bumped_logits[0].shape[2]]
+    rows = bumped_logits[0].permute(0, 3, 4, 1, 2).reshape(1 * images.shape[0], -1, 2)
+    rows[level0.reshape(images.shape[0], -1)] += torch.tensor([5.0, -5.0])
+    a, k, h, w = bumped_logits[0].shape[1:]
+    bumped_logits[0] = rows.view(-1, h, w, a, k).permute(0, 3, 4, 1, 2).contiguous()
+    bumped = type(teacher)(bumped_logits, teacher.box_deltas, teacher.image_size)
+    assert torch.allclose(method.consistency(student, bumped, keep), base)
+    assert not torch.allclose(method.consistency(student, bumped, None), base)

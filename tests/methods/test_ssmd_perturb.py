@@ -209,3 +209,74 @@ def test_iap_perturbs_the_teacher_input_only() -> None:
     # with the adversarial perturbation the equivariant pair is no longer consistent
     assert method.unlabeled_consistency(x).item() > 1e-5
     assert all(p.grad is None for p in method.teacher.parameters())
+
+
+def test_cutout_squares_mask_and_visible_fraction_by_hand() -> None:
+    from ssmd.data.transforms.functional import (
+        cutout_squares,
+        fill_squares,
+        squares_mask,
+        visible_fraction,
+    )
+
+    squares = torch.tensor([[[2, 2, 6, 6]]])  # one 4x4 square at x, y in [2, 6)
+    mask = squares_mask(squares, 10, 10)
+    assert int(mask.sum()) == 16 and bool(mask[0, 2, 2]) and not bool(mask[0, 6, 6])
+    boxes = torch.tensor(
+        [
+            [2.0, 2.0, 6.0, 6.0],  # fully erased
+            [4.0, 4.0, 8.0, 8.0],  # 2x2 of 4x4 erased: 0.75 visible
+            [7.0, 7.0, 9.0, 9.0],  # untouched
+            [0.0, 0.0, 10.0, 10.0],  # 16 of 100 erased
+        ]
+    )
+    frac = visible_fraction(boxes, mask[0])
+    assert torch.allclose(frac, torch.tensor([0.0, 0.75, 1.0, 0.84]))
+    filled = fill_squares(torch.ones(1, 2, 10, 10), squares)
+    assert int((filled == 0).sum()) == 2 * 16
+    drawn = cutout_squares(3, 5, 4, 10, 12, torch.Generator().manual_seed(0))
+    assert drawn.shape == (3, 5, 4)
+    assert bool((drawn[..., 2] - drawn[..., 0] == 4).all()) and int(drawn[..., 2].max()) <= 12
+    assert int(drawn[..., 3].max()) <= 10 and int(drawn.min()) >= 0
+
+
+def test_mostly_erased_boxes_are_dropped_from_the_targets() -> None:
+    images = torch.ones(1, 1, 64, 64)
+    # a grid of 8x8 boxes covering the whole image: each square of side 18 (round(70*64/448)
+    # = 10 -> use cutout_size=126 to get 18) erases several of them
+    grid = torch.tensor(
+        [[x, y, x + 8.0, y + 8.0] for y in range(0, 64, 8) for x in range(0, 64, 8)]
+    )
+    labels = torch.ones(len(grid), dtype=torch.int64)
+    kw = dict(rotate_degrees=0.0, flip=True, cutout_n=3, cutout_size=126)
+    g = torch.Generator().manual_seed(3)
+    kept = make_consistency_views(images, [grid], [labels], min_visible=0.5, generator=g, **kw)
+    g = torch.Generator().manual_seed(3)
+    literal = make_consistency_views(images, [grid], [labels], min_visible=0.0, generator=g, **kw)
+    assert literal.boxes is not None and kept.boxes is not None and kept.erased is not None
+    assert literal.boxes[0].shape[0] == 64 and literal.dropped == 0
+    assert kept.dropped >= 1 and kept.boxes[0].shape[0] == 64 - kept.dropped
+    # every dropped box is at least half erased in the student's view (student pixels == 0)
+    erased_s = kept.student[0, 0] == 0
+    from ssmd.data.transforms.functional import visible_fraction
+
+    vis = visible_fraction(grid, erased_s)
+    assert int((vis < 0.5).sum()) == kept.dropped
+    # the union mask holds the student's squares and the teacher's mirrored back
+    erased_t = (kept.teacher[0, 0] == 0).flip(-1)
+    assert torch.equal(kept.erased[0], erased_s | erased_t)
+
+
+def test_erased_anchor_mask_follows_flatten_order() -> None:
+    erased = torch.zeros(1, 32, 32, dtype=torch.bool)
+    erased[0, :16, 16:] = True  # top-right quadrant
+    cls = [torch.zeros(1, 2, 2, 4, 4), torch.zeros(1, 2, 2, 2, 2)]  # A = 2, strides 8, 16
+    box = [torch.zeros(1, 2, 4, 4, 4), torch.zeros(1, 2, 4, 2, 2)]
+    outputs = DenseOutputs(cls, box, (32, 32))
+    mask = perturb.erased_anchor_mask(erased, outputs)
+    assert mask.shape == (1, (16 + 4) * 2)
+    # level 0: row (y * 4 + x) * 2 + a is erased iff y < 2 and x >= 2
+    want0 = [y < 2 and x >= 2 for y in range(4) for x in range(4) for _ in range(2)]
+    want1 = [y < 1 and x >= 1 for y in range(2) for x in range(2) for _ in range(2)]
+    assert mask[0].tolist() == want0 + want1
+    assert perturb.erased_anchor_mask(erased, outputs, levels=1).shape == (1, 32)

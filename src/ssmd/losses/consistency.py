@@ -164,6 +164,7 @@ def adaptive_consistency_loss(
     acc: bool = True,
     fg_threshold: float | None = None,
     detach_teacher: bool = True,
+    anchor_mask: Tensor | None = None,
 ) -> Tensor:
     """The adaptive consistency cost of Eq. (4)-(5), a W-weighted mean over anchors.
 
@@ -176,6 +177,8 @@ def adaptive_consistency_loss(
         fg_threshold: if given, only anchors whose student summed foreground probability
             exceeds it count (the indicator ``1[sum p_s^c > tau]`` of Eq. (9)).
         detach_teacher: no gradient to the teacher's outputs (default; module docstring).
+        anchor_mask: optional ``Tensor[B, N]`` bool, ``False`` for anchors left out (e.g.
+            erased by cutout in one of the views, :func:`ssmd.methods.perturb.erased_anchor_mask`).
 
     Returns:
         Scalar ``sum_i W_i l_i / sum_i W_i`` over the batch; ``0`` (with a zero gradient)
@@ -188,5 +191,12 @@ def adaptive_consistency_loss(
     weight = adaptive_weight(p_s_bg, p_t_bg).detach() if acc else torch.ones_like(divergence)
     if fg_threshold is not None:
         weight = weight * (fg_s.detach() > fg_threshold).to(weight.dtype)  # (B, N)
+    if anchor_mask is not None:
+        if anchor_mask.shape != weight.shape:
+            raise ValueError(
+                f"anchor_mask has shape {tuple(anchor_mask.shape)}, the selected anchors "
+                f"{tuple(weight.shape)}"
+            )
+        weight = weight * anchor_mask.to(weight.dtype)  # (B, N)
     total = weight.sum()
     return (weight * divergence).sum() / total.clamp_min(torch.finfo(total.dtype).tiny)

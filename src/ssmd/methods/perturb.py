@@ -17,6 +17,17 @@ perturbation, which needs the teacher network.
   teacher's predictions exactly onto the student's anchors.
 * cutout squares of side ``round(s * W / 448)`` (``s = 70`` and ``n = 5`` at the paper's
   448 px, Table 8), so they hide the same fraction of the image at every input size.
+
+**Cutout and the targets** (our choice; the paper is silent). A square of 70 px at 448 px
+hides whole nuclei. Two things follow, each switchable:
+
+* ``min_visible``: a labeled box whose visible fraction in the student's view falls below
+  it is dropped from the supervised targets (its anchors become background, which is what
+  the student now sees). ``0`` keeps every box, the literal reading.
+* :func:`erased_anchor_mask`: the anchors whose cell is mostly erased in *either* view are
+  left out of the consistency cost: there the two views show different content by
+  construction (one sees a nucleus, the other a grey square), and matching them would teach
+  the student to hallucinate objects in blank squares or to erase visible ones.
 """
 
 from __future__ import annotations
@@ -25,13 +36,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from ssmd.data.transforms.functional import cutout, drop_degenerate, hflip, rotate
+from ssmd.data.transforms.functional import (
+    cutout_squares,
+    drop_degenerate,
+    fill_squares,
+    hflip,
+    rotate,
+    squares_mask,
+    visible_fraction,
+)
 from ssmd.models.detectors.retinanet import DenseOutputs
 
 __all__ = [
     "ConsistencyViews",
+    "erased_anchor_mask",
     "instance_adversarial_perturbation",
     "make_consistency_views",
     "per_image_unit",
@@ -52,6 +73,9 @@ class ConsistencyViews:
         labels: the labels of ``boxes``.
         angles: rotation angle of each image in degrees (counter-clockwise).
         flipped: whether the teacher's view is mirrored (its outputs need ``hflip()``).
+        erased: ``Tensor[B, H, W]`` bool, pixels erased by cutout in the student's view or
+            in the teacher's (mapped back to the student's geometry); ``None`` without cutout.
+        dropped: number of labeled boxes removed because they were mostly erased.
     """
 
     student: Tensor
@@ -60,6 +84,8 @@ class ConsistencyViews:
     labels: list[Tensor] | None
     angles: list[float]
     flipped: bool
+    erased: Tensor | None = None
+    dropped: int = 0
 
 
 def random_angles(
@@ -87,6 +113,7 @@ def make_consistency_views(
     cutout_n: int = 5,
     cutout_size: int = 70,
     cutout_reference: int = 448,
+    min_visible: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> ConsistencyViews:
     """Build the student's and the teacher's views of a batch (module docstring).
@@ -102,6 +129,8 @@ def make_consistency_views(
         cutout_n: squares per image and view (0 disables cutout).
         cutout_size: square side at ``cutout_reference`` px width (scaled to ``W``).
         cutout_reference: the width ``cutout_size`` refers to (the paper's 448).
+        min_visible: drop the given boxes whose visible fraction in the student's view is
+            below this (module docstring; 0 keeps all).
         generator: RNG for angles and squares (default: torch's global one).
 
     Returns:
@@ -128,11 +157,54 @@ def make_consistency_views(
             out_labels = [k[1] for k in kept]
     teacher = hflip(rotated, box_list)[0] if flip else rotated  # (B, C, H, W)
     student = rotated
+    erased: Tensor | None = None
+    dropped = 0
     if cutout_n > 0:
         side = min(scaled_cutout_size(cutout_size, w, cutout_reference), h, w)
-        student = cutout(student, cutout_n, side, generator=generator)  # new tensor
-        teacher = cutout(teacher, cutout_n, side, generator=generator)  # independent squares
-    return ConsistencyViews(student, teacher, out_boxes, out_labels, angles, flip)
+        sq_s = cutout_squares(b, cutout_n, side, h, w, generator)  # (B, n, 4)
+        sq_t = cutout_squares(b, cutout_n, side, h, w, generator)  # independent squares
+        student = fill_squares(student, sq_s)  # new tensor
+        teacher = fill_squares(teacher, sq_t)
+        erased_s = squares_mask(sq_s, h, w)  # (B, H, W)
+        erased_t = squares_mask(sq_t, h, w)
+        if flip:
+            erased_t = erased_t.flip(-1)  # into the student's geometry
+        erased = (erased_s | erased_t).to(images.device)
+        if out_boxes is not None and out_labels is not None and min_visible > 0:
+            for i, (bx, lb) in enumerate(zip(out_boxes, out_labels, strict=True)):
+                keep = visible_fraction(bx.cpu(), erased_s[i]) >= min_visible  # (N_i,)
+                dropped += int((~keep).sum())
+                keep = keep.to(bx.device)
+                out_boxes[i], out_labels[i] = bx[keep], lb[keep]
+    return ConsistencyViews(
+        student, teacher, out_boxes, out_labels, angles, flip, erased=erased, dropped=dropped
+    )
+
+
+def erased_anchor_mask(
+    erased: Tensor, outputs: DenseOutputs, levels: int | None = None, threshold: float = 0.5
+) -> Tensor:
+    """Anchors whose feature-map cell is mostly erased: ``Tensor[B, N]`` bool.
+
+    Args:
+        erased: ``Tensor[B, H, W]`` bool (:attr:`ConsistencyViews.erased`).
+        outputs: dense predictions on that view (gives each level's grid and anchor count).
+        levels: the finest ``levels`` levels, as the consistency cost (``None``: all).
+        threshold: a cell counts as erased when more than this fraction of its pixels is.
+
+    Returns:
+        Rows in the order of :func:`~ssmd.models.detectors.retinanet.flatten_levels`, so the
+        mask lines up with the per-anchor terms of the consistency cost.
+    """
+    n = outputs.num_levels if levels is None else int(levels)
+    frac = erased[:, None].to(torch.float32)  # (B, 1, H, W)
+    rows = []
+    for lvl in outputs.cls_logits[:n]:  # (B, A, K+1, H_l, W_l)
+        b, a = int(lvl.shape[0]), int(lvl.shape[1])
+        cells = F.adaptive_avg_pool2d(frac, tuple(lvl.shape[-2:])) > threshold  # (B, 1, H_l, W_l)
+        per_anchor = cells.permute(0, 2, 3, 1).expand(-1, -1, -1, a)  # (B, H_l, W_l, A)
+        rows.append(per_anchor.reshape(b, -1))  # (B, H_l W_l A)
+    return torch.cat(rows, dim=1)  # (B, N)
 
 
 def per_image_unit(t: Tensor) -> Tensor:

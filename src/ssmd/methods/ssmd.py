@@ -50,6 +50,7 @@ from ssmd.losses.consistency import COMPONENTS, adaptive_consistency_loss
 from ssmd.methods.base import METHODS, Method
 from ssmd.methods.perturb import (
     ConsistencyViews,
+    erased_anchor_mask,
     instance_adversarial_perturbation,
     make_consistency_views,
 )
@@ -112,6 +113,11 @@ class SSMD(Method):
         cutout_n: squares per image (5, Table 8).
         cutout_size: square side at ``cutout_reference`` px (70, Table 8), scaled with width.
         cutout_reference: width the size refers to (448, the paper's DSB input).
+        cutout_min_visible: labeled boxes less visible than this in the student's view are
+            dropped from the supervised targets (0.5; 0 = the paper's literal reading;
+            :mod:`ssmd.methods.perturb`).
+        cutout_mask: leave the anchors erased in either view out of the consistency cost
+            (True; False = literal reading).
         rotate: maximum rotation in degrees, one angle per image shared by both branches
             (10, Sec. 4.2); 0 disables it.
         flip: horizontal flip of the teacher's view.
@@ -144,6 +150,8 @@ class SSMD(Method):
         "cutout_n": 5,
         "cutout_size": 70,
         "cutout_reference": 448,
+        "cutout_min_visible": 0.5,
+        "cutout_mask": True,
         "rotate": 10.0,
         "flip": True,
         "consistency_weight": 1.0,
@@ -176,6 +184,8 @@ class SSMD(Method):
         cutout_n: int = 5,
         cutout_size: int = 70,
         cutout_reference: int = 448,
+        cutout_min_visible: float = 0.5,
+        cutout_mask: bool = True,
         rotate: float = 10.0,
         flip: bool = True,
         consistency_weight: float = 1.0,
@@ -222,6 +232,8 @@ class SSMD(Method):
                 (cutout_n, cutout_size, cutout_reference),
                 "expected n >= 0, size >= 1, reference >= 1",
             )
+        if not 0.0 <= float(cutout_min_visible) <= 1.0:
+            raise _fail("cutout_min_visible", cutout_min_visible, "expected a fraction in [0, 1]")
         if float(rotate) < 0:
             raise _fail("rotate", rotate, "expected a maximum angle >= 0 in degrees")
 
@@ -238,6 +250,8 @@ class SSMD(Method):
         self.cutout_n = int(cutout_n) if cutout else 0
         self.cutout_size = int(cutout_size)
         self.cutout_reference = int(cutout_reference)
+        self.cutout_min_visible = float(cutout_min_visible)
+        self.cutout_mask = bool(cutout_mask)
         self.rotate = float(rotate)
         self.flip = bool(flip)
         self.consistency_weight = float(consistency_weight)
@@ -312,6 +326,7 @@ class SSMD(Method):
             cutout_n=self.cutout_n,
             cutout_size=self.cutout_size,
             cutout_reference=self.cutout_reference,
+            min_visible=self.cutout_min_visible if boxes is not None else 0.0,
         )
 
     def _teacher_aligned(self, images: Tensor, flipped: bool) -> DenseOutputs:
@@ -338,6 +353,9 @@ class SSMD(Method):
                 # gets nothing from the images left out.
                 idx = confident.nonzero().flatten()  # (B',)
 
+                mask = self.anchor_mask(views, student)
+                sub_mask = None if mask is None else mask.index_select(0, idx)  # (B', N)
+
                 def masked_cost(s: DenseOutputs, t: DenseOutputs) -> Tensor:
                     return adaptive_consistency_loss(
                         s,
@@ -347,6 +365,7 @@ class SSMD(Method):
                         acc=self.acc,
                         fg_threshold=self.tau,
                         detach_teacher=False,
+                        anchor_mask=sub_mask,
                     )
 
                 r_sub = instance_adversarial_perturbation(
@@ -375,10 +394,18 @@ class SSMD(Method):
         ]  # each (B,)
         return torch.stack(flags).any(dim=0)
 
-    def consistency(self, student: DenseOutputs, teacher: DenseOutputs) -> Tensor:
+    def anchor_mask(self, views: ConsistencyViews, student: DenseOutputs) -> Tensor | None:
+        """Anchors kept in the consistency cost (``Tensor[B, N]`` bool), ``None``: all."""
+        if not self.cutout_mask or views.erased is None:
+            return None
+        return ~erased_anchor_mask(views.erased, student, self.levels)  # (B, N)
+
+    def consistency(
+        self, student: DenseOutputs, teacher: DenseOutputs, anchor_mask: Tensor | None = None
+    ) -> Tensor:
         """Adaptive consistency cost (Eq. (4)-(5)) with this method's options."""
         return adaptive_consistency_loss(
-            student, teacher, self.components, self.levels, acc=self.acc
+            student, teacher, self.components, self.levels, acc=self.acc, anchor_mask=anchor_mask
         )
 
     def unlabeled_consistency(self, images: Tensor) -> Tensor:
@@ -392,7 +419,9 @@ class SSMD(Method):
         """
         views = self.make_views(images)
         student = self.model(views.student)
-        return self.consistency(student, self.teacher_predictions(views, student))
+        return self.consistency(
+            student, self.teacher_predictions(views, student), self.anchor_mask(views, student)
+        )
 
     # ------------------------------------------------------------------ the step
     def training_step(
@@ -411,7 +440,7 @@ class SSMD(Method):
         zero = labeled.images.new_zeros(())
 
         views = self.make_views(labeled.images, list(labeled.boxes), list(labeled.labels))
-        if views.boxes is None or views.labels is None or self.rotate == 0.0:
+        if views.boxes is None or views.labels is None:
             targets = labeled.targets()
         else:
             targets = [
@@ -423,7 +452,8 @@ class SSMD(Method):
         losses = detector.loss(student_l, targets)  # Eq. (1), Algorithm 1 line 10
         supervised = sum(losses.values(), start=zero)
 
-        cons_l = self.consistency(student_l, self.teacher_predictions(views, student_l))  # l. 11
+        teacher_l = self.teacher_predictions(views, student_l)
+        cons_l = self.consistency(student_l, teacher_l, self.anchor_mask(views, student_l))  # l. 11
         cons_u = zero
         if unlabeled is not None and len(unlabeled) > 0:
             cons_u = self.unlabeled_consistency(unlabeled.images)  # line 12
@@ -432,5 +462,6 @@ class SSMD(Method):
         losses["loss_cons_labeled"] = cons_l.detach()
         losses["loss_cons_unlabeled"] = cons_u.detach()
         losses["cons_weight"] = torch.tensor(lam, dtype=zero.dtype, device=zero.device)
+        losses["boxes_erased"] = torch.tensor(float(views.dropped), dtype=zero.dtype)
         losses["loss"] = supervised + lam * cons  # line 13
         return losses

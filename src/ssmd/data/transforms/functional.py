@@ -28,7 +28,9 @@ from ssmd.structures.boxes import clip_boxes, nondegenerate
 __all__ = [
     "ct_window",
     "cutout",
+    "cutout_squares",
     "drop_degenerate",
+    "fill_squares",
     "hflip",
     "hflip_boxes",
     "normalize",
@@ -37,8 +39,10 @@ __all__ = [
     "resize_boxes",
     "rotate",
     "rotate_boxes",
+    "squares_mask",
     "vflip",
     "vflip_boxes",
+    "visible_fraction",
 ]
 
 BoxesT = TypeVar("BoxesT", Tensor, list[Tensor])
@@ -238,6 +242,68 @@ def resize(
 
 
 # ---------------------------------------------------------------------------- cutout / intensity
+def cutout_squares(
+    batch: int, n: int, size: int, height: int, width: int, generator: torch.Generator | None = None
+) -> Tensor:
+    """Draw ``n`` cutout squares per image: ``Tensor[batch, n, 4]`` ``xyxy`` (int64 pixels).
+
+    The top-left corner is uniform over the positions that keep the square inside the
+    image; ``x2 = x1 + size`` is exclusive, as every box of the library.
+    """
+    if n < 0 or size < 1 or size > min(height, width):
+        raise ValueError(
+            f"cutout n={n}, size={size}: need n >= 0 and 1 <= size <= {min(height, width)}"
+        )
+    ys = torch.randint(0, height - size + 1, (batch, n), generator=generator)  # (B, n)
+    xs = torch.randint(0, width - size + 1, (batch, n), generator=generator)  # (B, n)
+    return torch.stack([xs, ys, xs + size, ys + size], dim=-1)  # (B, n, 4)
+
+
+def squares_mask(squares: Tensor, height: int, width: int) -> Tensor:
+    """Pixels covered by the squares of :func:`cutout_squares`: ``Tensor[B, H, W]`` bool."""
+    mask = torch.zeros((int(squares.shape[0]), height, width), dtype=torch.bool)
+    for i, per_image in enumerate(squares.tolist()):
+        for x1, y1, x2, y2 in per_image:
+            mask[i, y1:y2, x1:x2] = True
+    return mask
+
+
+def visible_fraction(boxes: Tensor, erased: Tensor) -> Tensor:
+    """Fraction of each box's pixels that are *not* erased.
+
+    Args:
+        boxes: ``Tensor[N, 4]`` ``xyxy`` absolute pixels of one image.
+        erased: ``Tensor[H, W]`` bool, e.g. one image of :func:`squares_mask`.
+
+    Returns:
+        ``Tensor[N]`` in ``[0, 1]``; the box is rounded outwards to whole pixels and clipped
+        to the image (a box with no pixel inside counts as fully visible).
+    """
+    h, w = int(erased.shape[-2]), int(erased.shape[-1])
+    if boxes.numel() == 0:
+        return boxes.new_ones((0,))
+    # integral image with a zero first row/column: S[y, x] = erased[:y, :x].sum()
+    integral = torch.zeros((h + 1, w + 1), dtype=torch.float64)
+    integral[1:, 1:] = erased.to(torch.float64).cumsum(0).cumsum(1)
+    x1 = boxes[:, 0].floor().clamp(0, w).long()
+    y1 = boxes[:, 1].floor().clamp(0, h).long()
+    x2 = boxes[:, 2].ceil().clamp(0, w).long()
+    y2 = boxes[:, 3].ceil().clamp(0, h).long()
+    area = ((x2 - x1) * (y2 - y1)).to(torch.float64)  # (N,)
+    covered = integral[y2, x2] - integral[y1, x2] - integral[y2, x1] + integral[y1, x1]  # (N,)
+    frac = torch.where(area > 0, 1.0 - covered / area.clamp_min(1.0), torch.ones_like(area))
+    return frac.to(boxes.dtype)
+
+
+def fill_squares(images: Tensor, squares: Tensor, value: float = 0.0) -> Tensor:
+    """A copy of ``(B, C, H, W)`` ``images`` with each image's ``squares`` set to ``value``."""
+    out = images.clone()
+    for i, per_image in enumerate(squares.tolist()):
+        for x1, y1, x2, y2 in per_image:
+            out[i, :, y1:y2, x1:x2] = value
+    return out
+
+
 def cutout(
     images: Tensor,
     n: int,
@@ -247,9 +313,9 @@ def cutout(
 ) -> Tensor:
     """Fill ``n`` squares of side ``size`` with ``value``, independently per image.
 
-    Squares lie fully inside the image (top-left corner uniform over valid positions)
-    and may overlap each other. Boxes are unchanged (objects may be partly hidden,
-    as in DeVries & Taylor's Cutout).
+    Squares lie fully inside the image (top-left corner uniform over valid positions,
+    :func:`cutout_squares`) and may overlap each other. Boxes are unchanged (objects may
+    be partly hidden, as in DeVries & Taylor's Cutout).
 
     Args:
         images: ``(C, H, W)`` or ``(B, C, H, W)``; not modified.
@@ -263,17 +329,10 @@ def cutout(
     """
     _check_images(images)
     h, w = int(images.shape[-2]), int(images.shape[-1])
-    if n < 0 or size < 1 or size > min(h, w):
-        raise ValueError(f"cutout n={n}, size={size}: need n >= 0 and 1 <= size <= {min(h, w)}")
-    out = images.clone()
-    batch = out if out.ndim == 4 else out[None]  # (B, C, H, W) view
-    b = int(batch.shape[0])
-    ys = torch.randint(0, h - size + 1, (b, n), generator=generator)
-    xs = torch.randint(0, w - size + 1, (b, n), generator=generator)
-    for i in range(b):
-        for y, x in zip(ys[i].tolist(), xs[i].tolist(), strict=True):
-            batch[i, :, y : y + size, x : x + size] = value
-    return out
+    batch = images if images.ndim == 4 else images[None]  # (B, C, H, W) view
+    squares = cutout_squares(int(batch.shape[0]), n, size, h, w, generator)  # (B, n, 4)
+    out = fill_squares(batch, squares, value)
+    return out if images.ndim == 4 else out[0]
 
 
 def normalize(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
