@@ -201,7 +201,9 @@ def erased_anchor_mask(
     rows = []
     for lvl in outputs.cls_logits[:n]:  # (B, A, K+1, H_l, W_l)
         b, a = int(lvl.shape[0]), int(lvl.shape[1])
-        cells = F.adaptive_avg_pool2d(frac, tuple(lvl.shape[-2:])) > threshold  # (B, 1, H_l, W_l)
+        cells = (
+            F.adaptive_avg_pool2d(frac, (int(lvl.shape[-2]), int(lvl.shape[-1]))) > threshold
+        )  # (B, 1, H_l, W_l)
         per_anchor = cells.permute(0, 2, 3, 1).expand(-1, -1, -1, a)  # (B, H_l, W_l, A)
         rows.append(per_anchor.reshape(b, -1))  # (B, H_l W_l A)
     return torch.cat(rows, dim=1)  # (B, N)
