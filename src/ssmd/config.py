@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 __all__ = [
+    "CLASSIFICATION_DEFAULTS",
     "DEFAULTS",
     "ConfigError",
     "apply_overrides",
@@ -116,6 +117,81 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+CLASSIFICATION_DEFAULTS: dict[str, Any] = {
+    # selects these defaults instead of DEFAULTS (see load_config)
+    "task": "classification",
+    "seed": 0,
+    "output_dir": "runs/classification",
+    # supervised | mean_teacher | srcmt | stsc (ssmd.methods.classification)
+    "method": {"name": "supervised"},
+    "data": {
+        # medmnist (.npz) | isic2018 (folder) | chestxray14 (folder) | synthetic_cls
+        "format": "synthetic_cls",
+        "root": None,
+        # every image is resized to image_size x image_size (null: keep the file's size)
+        "image_size": 32,
+        # decoded-image cache (isic2018)
+        "cache_dir": None,
+        # intensity normalisation of [0, 1] images, one value per channel (or one for all)
+        "mean": [0.5],
+        "std": [0.25],
+        "synthetic": {"n_images": 600, "num_classes": 3, "multi_label": False, "seed": 0},
+    },
+    "split": {
+        # the STSC paper's 7 : 1 : 2 (ignored for MedMNIST's official parts)
+        "train": 0.7,
+        "val": 0.1,
+        "test": 0.2,
+        "labeled_ratio": 0.2,
+        "seed": 0,
+        "manifest": None,
+        "use_predefined": True,
+    },
+    "model": {
+        # resnet18 | resnet50 | densenet121 (torchvision trunks, random init)
+        "backbone": "resnet18",
+        "width_multiplier": 0.25,
+        # 3x3 stride-1 stem without max-pool, for 28-64 px inputs
+        "small_input": True,
+        "dropout": 0.2,
+    },
+    # the two views eta / eta' (ssmd.data.classification.augment.BatchAugment)
+    "augment": {"hflip": 0.5, "vflip": 0.0, "rot90": False, "translate": 2, "noise": 0.1},
+    "train": {
+        "max_iters": 500,
+        # labeled images per step
+        "batch_size": 32,
+        # unlabeled images per step for semi-supervised methods (null = batch_size)
+        "unlabeled_batch_size": None,
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "weight_decay": 1e-4,
+        "momentum": 0.9,
+        "schedule": "cosine",
+        "step_at": 0.75,
+        "gamma": 0.1,
+        "warmup_iters": 0,
+        "grad_clip": 10.0,
+        "eval_every": 100,
+        "checkpoint_every": 100,
+        "log_every": 10,
+        "tensorboard": False,
+        "progress": True,
+        # torch.set_num_threads for the run (null: leave torch's default)
+        "threads": None,
+    },
+    "eval": {
+        # metric of the validation part that selects best.pt
+        "select_metric": "AUC",
+        "batch_size": 256,
+        # network evaluated: student or teacher (EMA methods)
+        "model": "student",
+        # multi-label decision threshold
+        "threshold": 0.5,
+    },
+}
+
+
 class ConfigError(ValueError):
     """A bad configuration value or key; the message names the file (if any), key and value."""
 
@@ -198,10 +274,13 @@ def load_config(
 ) -> dict[str, Any]:
     """Defaults, then the YAML file at ``path`` (if any), then ``overrides``.
 
+    The defaults are :data:`DEFAULTS` (detection), or :data:`CLASSIFICATION_DEFAULTS` when
+    the file or an override sets ``task: classification``.
+
     Raises:
         ConfigError: missing file, invalid YAML, a non-mapping document or an unknown key.
     """
-    config = copy.deepcopy(DEFAULTS)
+    loaded: Any = None
     if path is not None:
         p = Path(path)
         if not p.is_file():
@@ -212,7 +291,16 @@ def load_config(
             raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: top level must be a mapping, got {type(loaded).__name__}")
-        config = deep_merge(config, loaded, strict=True, source=str(p))
+    task = loaded.get("task", "detection") if loaded is not None else "detection"
+    for text in overrides or []:
+        parts, value = parse_override(text)
+        if parts == ["task"]:
+            task = value
+    if task not in ("detection", "classification"):
+        raise ConfigError(f"task = {task!r}: expected detection or classification")
+    config = copy.deepcopy(CLASSIFICATION_DEFAULTS if task == "classification" else DEFAULTS)
+    if loaded is not None:
+        config = deep_merge(config, loaded, strict=True, source=str(path))
     if overrides:
         config = apply_overrides(config, overrides)
     return config
