@@ -218,18 +218,31 @@ def _evaluate_part(
 
 
 def run_training(
-    config: dict[str, Any], resume: str | Path | None = None, log: Callable[[str], None] = print
+    config: dict[str, Any],
+    resume: str | Path | None = None,
+    log: Callable[[str], None] = print,
+    data_hook: Callable[[DataBundle], DataBundle] | None = None,
 ) -> dict[str, Any]:
     """Train ``config`` end to end; returns the final test metrics and where things were written.
 
     Writes to ``output_dir``: ``config.yaml`` (resolved), ``split.json``, ``metrics.jsonl``,
     ``last.pt`` (resumable), ``best.pt`` (best validation ``eval.select_metric``),
     ``test_metrics.json`` and ``test_predictions.json`` (COCO results of the best model).
+
+    ``method.name=pseudo_label`` runs both stages of pseudo-labeling
+    (:func:`ssmd.engine.pseudo_label.run_pseudo_label`), whose stage 2 comes back here with
+    ``data_hook``, a function that replaces the built data (the pseudo boxes).
     """
+    if config["method"]["name"] == "pseudo_label" and data_hook is None:
+        from ssmd.engine.pseudo_label import run_pseudo_label
+
+        return run_pseudo_label(config, resume=resume, log=log)
     out = Path(config["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(int(config["seed"]))
     data = build_data(config)
+    if data_hook is not None:
+        data = data_hook(data)
     dump_config(config, out / "config.yaml")
     data.split.to_json(out / "split.json")
     num_classes = max(1, data.dataset.num_classes)

@@ -1,0 +1,202 @@
+"""The two stages of pseudo-labeling (STAC-style; SSMD paper Sec. 4.3), from one config.
+
+``run_training(config)`` with ``method.name=pseudo_label`` lands in :func:`run_pseudo_label`:
+
+1. **stage 1**: the supervised detector on the labeled part (``method.name=supervised``,
+   everything else as configured) in ``<output_dir>/stage1`` — skipped when its
+   ``test_metrics.json`` exists, resumed from its ``last.pt`` when interrupted;
+2. **pseudo labels**: its ``best.pt`` (best validation AP) predicts the unlabeled part;
+   detections with ``score >= method.threshold`` (0.9) become one-hot boxes
+   (:func:`filter_pseudo_labels`), written to ``<output_dir>/pseudo_labels.json`` in
+   original-image pixels (``xyxy``);
+3. **stage 2**: a fresh detector (same seed, so the same initialisation as stage 1) trained
+   on the labeled images and the pseudo-labeled ones with strong augmentation
+   (:class:`ssmd.methods.pseudo_label.PseudoLabel`) into ``<output_dir>``: the unlabeled
+   images' boxes are replaced by their pseudo boxes (none where nothing passed the
+   threshold) by :class:`PseudoLabeledSamples` — their ground truth never reaches training.
+
+``test_metrics.json`` of ``<output_dir>`` holds stage 2's test metrics, plus ``stage1`` (its
+test metrics) and ``pseudo_labels`` (counts).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ssmd.engine.build import (
+    DataBundle,
+    load_model,
+    normalize_transform,
+    run_training,
+)
+from ssmd.engine.loader import PreparedSamples
+from ssmd.engine.predict import predict_samples
+from ssmd.structures.boxes import clip_boxes
+from ssmd.structures.sample import Sample
+
+__all__ = ["PseudoLabeledSamples", "filter_pseudo_labels", "run_pseudo_label"]
+
+
+def filter_pseudo_labels(
+    predictions: Sequence[dict[str, Any]], threshold: float = 0.9
+) -> list[dict[str, Any]]:
+    """Keep the detections with ``score >= threshold`` as one-hot pseudo labels.
+
+    Args:
+        predictions: per image ``{"image_id", "boxes" Tensor[M, 4] xyxy, "scores" Tensor[M],
+            "labels" Tensor[M]}``.
+        threshold: minimum score (inclusive).
+
+    Returns:
+        Per image ``{"image_id", "boxes" Tensor[M', 4], "labels" Tensor[M'] int64,
+        "scores" Tensor[M']}``; the label is the detection's (arg-max) class, i.e. a one-hot
+        target, and the score is kept for the record only.
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"pseudo-label threshold must be in [0, 1], got {threshold}")
+    out = []
+    for p in predictions:
+        keep = p["scores"] >= threshold
+        out.append(
+            {
+                "image_id": p["image_id"],
+                "boxes": p["boxes"][keep].float(),
+                "labels": p["labels"][keep].long(),
+                "scores": p["scores"][keep],
+            }
+        )
+    return out
+
+
+class PseudoLabeledSamples(PreparedSamples):
+    """Prepared samples whose boxes are replaced by pseudo boxes for some indices.
+
+    Args:
+        samples: the run's prepared samples (:class:`PreparedSamples`: resized, padded), or
+            any indexable of :class:`Sample`; read through, so its cache is shared.
+        pseudo: dataset index -> ``(boxes Tensor[M, 4] xyxy in ORIGINAL pixels, labels)``;
+            mapped to the prepared image with its ``scale``. Other indices pass through.
+    """
+
+    def __init__(self, samples: Any, pseudo: dict[int, tuple[Tensor, Tensor]]) -> None:
+        super().__init__(getattr(samples, "dataset", samples), None, cache=False)
+        self.samples = samples
+        self.pseudo = pseudo
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Sample:
+        sample: Sample = self.samples[index]
+        if index not in self.pseudo:
+            return sample
+        boxes, labels = self.pseudo[index]
+        h, w = int(sample.image.shape[-2]), int(sample.image.shape[-1])
+        scaled = clip_boxes(boxes * sample.scale, (h, w))  # (M, 4) prepared pixels
+        ok = (scaled[:, 2:] > scaled[:, :2]).all(dim=1)
+        return sample.replace(
+            boxes=scaled[ok],
+            labels=labels[ok],
+            ignore=torch.zeros((0, 4), dtype=torch.float32),
+            dropped_boxes=0,
+        )
+
+
+def _stage1_config(config: dict[str, Any], out: Path) -> dict[str, Any]:
+    cfg = copy.deepcopy(config)
+    cfg["method"] = {"name": "supervised"}
+    cfg["output_dir"] = str(out / "stage1")
+    return cfg
+
+
+def run_pseudo_label(
+    config: dict[str, Any], resume: str | Path | None = None, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Stage 1, pseudo labels and stage 2 (module docstring); returns stage 2's summary.
+
+    Args:
+        config: a resolved config with ``method.name=pseudo_label``.
+        resume: stage 2's ``last.pt`` to continue from (stage 1 resumes by itself).
+        log: progress messages.
+    """
+    out = Path(config["output_dir"])
+    threshold = float(config["method"].get("threshold", 0.9))
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"method.threshold = {threshold!r}: expected a score in [0, 1]")
+    stage1_dir = out / "stage1"
+    done = stage1_dir / "test_metrics.json"
+    if done.is_file():
+        stage1 = json.loads(done.read_text())
+        log(f"pseudo_label: stage 1 already finished ({stage1_dir})")
+    else:
+        last = stage1_dir / "last.pt"
+        log(f"pseudo_label: stage 1 (supervised on the labeled part) in {stage1_dir}")
+        stage1 = run_training(
+            _stage1_config(config, out), resume=last if last.is_file() else None, log=log
+        )
+    model, _ = load_model(stage1_dir / "best.pt")
+    stats: dict[str, Any] = {"threshold": threshold}
+
+    def inject(data: DataBundle) -> DataBundle:
+        indices = data.indices("unlabeled")
+        preds = predict_samples(
+            model,
+            data.samples,
+            indices,
+            batch_size=int(config["eval"]["batch_size"]),
+            normalize=normalize_transform(config["data"]),
+        )
+        kept = filter_pseudo_labels(preds, threshold)
+        pseudo = {i: (k["boxes"], k["labels"]) for i, k in zip(indices, kept, strict=True)}
+        n_boxes = [len(k["boxes"]) for k in kept]
+        stats.update(
+            images=len(kept),
+            images_with_boxes=sum(1 for n in n_boxes if n > 0),
+            boxes=sum(n_boxes),
+            detections_before_filter=sum(len(p["boxes"]) for p in preds),
+        )
+        (out / "pseudo_labels.json").write_text(
+            json.dumps(
+                {
+                    "threshold": threshold,
+                    "stage1_checkpoint": str(stage1_dir / "best.pt"),
+                    "box_convention": "xyxy, original image pixels",
+                    "images": [
+                        {
+                            "image_id": int(k["image_id"]),
+                            "boxes": k["boxes"].tolist(),
+                            "labels": k["labels"].tolist(),
+                            "scores": k["scores"].tolist(),
+                        }
+                        for k in kept
+                    ],
+                }
+            )
+        )
+        log(
+            f"pseudo_label: {stats['boxes']} boxes with score >= {threshold} on "
+            f"{stats['images_with_boxes']}/{stats['images']} unlabeled images"
+        )
+        return DataBundle(data.dataset, data.split, PseudoLabeledSamples(data.samples, pseudo))
+
+    out.mkdir(parents=True, exist_ok=True)
+    summary = run_training(config, resume=resume, log=log, data_hook=inject)
+    summary["stage1"] = {
+        "test": stage1.get("test", {}),
+        "best_val": stage1.get("best_val"),
+        "train_seconds": stage1.get("train_seconds"),
+        "output_dir": str(stage1_dir),
+    }
+    summary["pseudo_labels"] = stats
+    summary["train_seconds_total"] = float(summary.get("train_seconds", 0.0)) + float(
+        stage1.get("train_seconds") or 0.0
+    )
+    (out / "test_metrics.json").write_text(json.dumps(summary, indent=2))
+    return summary
