@@ -189,7 +189,7 @@ def test_train_predict_evaluate_resume(tmp_path: Path) -> None:
 def test_demo_quick_writes_table_overlays_and_froc(tmp_path: Path) -> None:
     assert main(["demo", "--quick", "--output-dir", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "demo_results.json").read_text())
-    assert [r["run"] for r in rows] == ["supervised-100%", "supervised-10%"]
-    assert rows[0]["labeled_images"] > rows[1]["labeled_images"]
+    assert [r["run"] for r in rows] == ["supervised-100%", "supervised-10%", "ssmd-10%"]
+    assert rows[0]["labeled_images"] > rows[1]["labeled_images"] == rows[2]["labeled_images"]
     assert (tmp_path / "froc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(list((tmp_path / "overlays").rglob("*.png"))) == 8
+    assert len(list((tmp_path / "overlays").rglob("*.png"))) == 12
