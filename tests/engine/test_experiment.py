@@ -1,0 +1,211 @@
+"""Experiment runner: validation, the grid, resuming without re-running finished cells,
+atomic claiming (two workers never run one cell; stale locks are taken over), and the
+table's statistics (p-values equal scipy's on known vectors)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from scipy import stats
+
+from ssmd.config import ConfigError
+from ssmd.engine import experiment as ex
+
+BASE = Path(__file__).resolve().parents[2] / "configs" / "synthetic_cpu.yaml"
+
+
+def _write(tmp_path: Path, **changes: Any) -> Path:
+    doc: dict[str, Any] = {
+        "name": "unit",
+        "base_config": str(BASE),
+        "output_dir": str(tmp_path / "exp"),
+        "ratios": [0.1, 0.2],
+        "seeds": [0, 1, 2],
+        "metrics": ["AP", "AP50"],
+        "methods": [
+            {"label": "Supervised", "name": "supervised"},
+            {"label": "SSMD w/o ACC", "name": "ssmd", "params": {"acc": False}},
+            {"label": "Fully-supervised", "name": "supervised", "ratios": [1.0], "reference": True},
+        ],
+    }
+    doc.update(changes)
+    path = tmp_path / "exp.yaml"
+    path.write_text(json.dumps(doc))  # JSON is YAML
+    return path
+
+
+def _fake_train(calls: list[str], ap: dict[str, float] | None = None, sleep: float = 0.0):
+    def train(config: dict[str, Any], resume: Any, log: Any) -> dict[str, Any]:
+        cell = Path(config["output_dir"]).name
+        calls.append(cell)
+        time.sleep(sleep)
+        value = (ap or {}).get(cell, 0.5)
+        return {"test": {"AP": value, "AP50": value + 0.1}, "train_seconds": 1.0}
+
+    return train
+
+
+def test_grid_and_cell_configs(tmp_path: Path) -> None:
+    exp = ex.load_experiment(_write(tmp_path))
+    cells = exp.cells()
+    assert len(cells) == 3 * (2 * 2 + 1)
+    assert cells[0].id == "supervised__r0.1__s0" and cells[1].id == "ssmd-w-o-acc__r0.1__s0"
+    assert {c.id for c in cells if c.method.reference} == {
+        f"fully-supervised__r1__s{s}" for s in (0, 1, 2)
+    }
+    cfg = exp.cell_config(cells[1])
+    assert cfg["method"] == {"name": "ssmd", "acc": False}
+    assert cfg["split"]["labeled_ratio"] == 0.1 and cfg["seed"] == 0
+    assert cfg["output_dir"] == str(tmp_path / "exp" / "runs" / "ssmd-w-o-acc__r0.1__s0")
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"ratio": [0.1]}, "unknown key"),
+        ({"ratios": [0.0]}, r"ratios = 0\.0"),
+        ({"seeds": [0, 0]}, "repeat"),
+        ({"test": "t"}, "test = 't'"),
+        ({"methods": [{"name": "mean_teacher"}]}, r"methods\[0\]\.name = 'mean_teacher'"),
+        ({"methods": [{"name": "csd", "param": {}}]}, r"methods\[0\]\.param"),
+        ({"overrides": ["train.max_iter=3"]}, "train.max_iter"),
+        ({"base_config": "nowhere.yaml"}, "base_config"),
+    ],
+)
+def test_bad_experiment_files_name_the_field(
+    tmp_path: Path, change: dict[str, Any], match: str
+) -> None:
+    with pytest.raises(ConfigError, match=match) as info:
+        ex.load_experiment(_write(tmp_path, **change))
+    assert "exp.yaml" in str(info.value)
+
+
+def test_resume_does_not_rerun_finished_cells(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exp = ex.load_experiment(_write(tmp_path, ratios=[0.1], seeds=[0, 1]))
+    calls: list[str] = []
+    monkeypatch.setattr(ex, "_train", _fake_train(calls))
+    first = ex.run_experiment(exp, log=lambda s: None, max_cells=3)
+    assert first["ran"] == calls and len(calls) == 3
+    second = ex.run_experiment(exp, log=lambda s: None)
+    assert len(calls) == len(exp.cells()) == 6  # only the 3 unfinished cells ran
+    assert set(second["ran"]).isdisjoint(first["ran"])
+    third = ex.run_experiment(exp, log=lambda s: None)
+    assert third["ran"] == [] and len(calls) == 6
+    assert not list((exp.output_dir / "locks").glob("*.lock"))  # released
+    rows = (exp.output_dir / "results.csv").read_text().splitlines()
+    assert len(rows) == 7 and rows[0].startswith("cell,label,method,ratio,seed,AP,AP50")
+    assert (exp.output_dir / "table.md").is_file() and (exp.output_dir / "plot_ap.png").is_file()
+
+
+def test_a_failing_cell_is_recorded_and_retried_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exp = ex.load_experiment(_write(tmp_path, ratios=[0.1], seeds=[0]))
+
+    def boom(config: dict[str, Any], resume: Any, log: Any) -> dict[str, Any]:
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(ex, "_train", boom)
+    out = ex.run_experiment(exp, log=lambda s: None)
+    assert len(out["failed"]) == 3 and out["ran"] == []
+    assert "out of memory" in (exp.run_dir(exp.cells()[0]) / "error.txt").read_text()
+    calls: list[str] = []
+    monkeypatch.setattr(ex, "_train", _fake_train(calls))
+    assert len(ex.run_experiment(exp, log=lambda s: None)["ran"]) == 3
+
+
+def test_two_workers_never_run_the_same_cell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exp = ex.load_experiment(_write(tmp_path, ratios=[0.1, 0.2], seeds=[0, 1]))
+    calls: list[str] = []
+    monkeypatch.setattr(ex, "_train", _fake_train(calls, sleep=0.05))
+    workers = [
+        threading.Thread(
+            target=ex.run_experiment, args=(exp,), kwargs={"log": lambda s: None, "report": False}
+        )
+        for _ in range(2)
+    ]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert sorted(calls) == sorted(c.id for c in exp.cells())  # each cell exactly once
+
+
+def test_claim_is_exclusive_and_stale_locks_are_taken_over(tmp_path: Path) -> None:
+    lock = tmp_path / "locks" / "cell.lock"
+    assert ex.claim(lock) and not ex.claim(lock)  # held by a live process (this one)
+    lock.write_text(json.dumps({"host": os.uname().nodename, "pid": 2**22 + 12345}))
+    assert ex.is_stale(lock, 1e9)  # same host, process gone
+    assert ex.claim(lock) and json.loads(lock.read_text())["pid"] == os.getpid()
+    lock.write_text(json.dumps({"host": "elsewhere", "pid": 1}))
+    assert not ex.claim(lock, stale_after=3600)  # another host, recently refreshed
+    old = time.time() - 7200
+    os.utime(lock, (old, old))
+    assert ex.claim(lock, stale_after=3600)  # silent for 2 h: taken over
+
+
+def _results(exp: ex.Experiment, values: dict[str, list[float]], ratio: float = 0.1) -> None:
+    for label, vals in values.items():
+        spec = next(m for m in exp.methods if m.label == label)
+        for seed, v in zip(exp.seeds, vals, strict=True):
+            cell = ex.Cell(spec, ratio, seed)
+            d = exp.run_dir(cell)
+            d.mkdir(parents=True)
+            (d / "result.json").write_text(
+                json.dumps(
+                    {
+                        "cell": cell.id,
+                        "label": label,
+                        "method": spec.name,
+                        "ratio": ratio,
+                        "seed": seed,
+                        "test": {"AP": v, "AP50": v},
+                    }
+                )
+            )
+
+
+@pytest.mark.parametrize("test", ["paired_t", "wilcoxon"])
+def test_table_statistics_equal_scipy(tmp_path: Path, test: str) -> None:
+    exp = ex.load_experiment(
+        _write(tmp_path, ratios=[0.1], seeds=[0, 1, 2, 3, 4, 5], test=test, percent=False)
+    )
+    sup = [0.40, 0.42, 0.39, 0.41, 0.43, 0.40]
+    ssmd = [0.52, 0.50, 0.55, 0.49, 0.51, 0.56]
+    full = [0.76, 0.77, 0.75, 0.78, 0.76, 0.77]
+    _results(exp, {"Supervised": sup, "SSMD w/o ACC": ssmd})
+    _results(exp, {"Fully-supervised": full}, ratio=1.0)
+    summary = ex.write_report(exp)
+    entry = summary["metrics"]["AP"]["0.1"]
+    assert (
+        entry["best"] == "SSMD w/o ACC" and entry["second"] == "Supervised"
+    )  # reference not ranked
+    ref = stats.ttest_rel(ssmd, sup) if test == "paired_t" else stats.wilcoxon(ssmd, sup)
+    assert entry["p_value"] == pytest.approx(float(ref.pvalue), rel=1e-12)
+    assert entry["gain"] == pytest.approx(sum(ssmd) / 6 - sum(sup) / 6)
+    table = (exp.output_dir / "table.md").read_text()
+    assert f"**{sum(ssmd) / 6:.3f} ±" in table and f"+{entry['gain']:.3f}" in table
+    assert f"{float(ref.pvalue):.4f}" in table
+    assert ("paired t-test" if test == "paired_t" else "Wilcoxon") in table
+    assert "Fully-supervised" in table and f"{sum(full) / 6:.3f}" in table
+    assert "| 10% |" in table
+
+
+def test_percent_scaling_and_missing_cells(tmp_path: Path) -> None:
+    exp = ex.load_experiment(_write(tmp_path, ratios=[0.1, 0.2], seeds=[0, 1]))
+    _results(exp, {"Supervised": [0.4, 0.5]})
+    summary = ex.write_report(exp)
+    cell = summary["metrics"]["AP"]["0.1"]["cells"]["Supervised"]
+    assert cell["mean"] == pytest.approx(45.0) and cell["n"] == 2
+    table = (exp.output_dir / "table.md").read_text()
+    assert "45.0 ± 7.1" in table and "—" in table and "Finished cells: 2/10" in table
