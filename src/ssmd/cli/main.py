@@ -18,6 +18,8 @@ from ssmd import __version__
 __all__ = ["main"]
 
 FORMATS = ("dsb2018", "coco", "images", "synthetic")
+# classification sources (ssmd predict / evaluate with a classification checkpoint)
+CLS_FORMATS = ("medmnist", "isic2018", "chestxray14", "synthetic_cls")
 
 EPILOG = """\
 examples:
@@ -33,8 +35,8 @@ def _add_source(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--format",
         required=True,
-        choices=FORMATS,
-        help="layout of SRC: dsb2018 (Kaggle folder), coco (JSON file), images (folder of images), synthetic (a number of generated images)",
+        choices=FORMATS + CLS_FORMATS,
+        help="layout of SRC: dsb2018 (Kaggle folder), coco (JSON file), images (folder of images), synthetic (a number of generated images); for classification checkpoints medmnist (.npz), isic2018 (folder), chestxray14 (folder), synthetic_cls (a number)",
     )
     p.add_argument(
         "src",
@@ -116,7 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint", default=None, help="evaluate this checkpoint on SRC instead of --pred"
     )
     p.add_argument(
-        "--format", default=None, choices=FORMATS, help="layout of SRC (with --checkpoint)"
+        "--format",
+        default=None,
+        choices=FORMATS + CLS_FORMATS,
+        help="layout of SRC (with --checkpoint); a classification checkpoint without SRC is evaluated on its run's test part",
     )
     p.add_argument(
         "src",
@@ -176,28 +181,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-iters", type=int, default=None, help="override the training length of every run"
     )
     p.add_argument("--quick", action="store_true", help="a much shorter smoke run (for tests)")
-
-    p = sub.add_parser(
-        "experiment",
-        help="run methods x labeled ratios x seeds and write Table-1-style results",
-        description="Run every (method, labeled ratio, seed) cell of an experiment file (configs/experiments/), resuming finished cells, then write results.csv, table.md (mean +- std, best, p-value), summary.json and a PNG. Several workers may share the output folder: cells are claimed atomically.",
-    )
-    p.add_argument("--config", required=True, metavar="EXP.yaml", help="experiment file")
-    p.add_argument("--output-dir", default=None, help="override the file's output_dir")
-    p.add_argument(
-        "--dry-run", action="store_true", help="list the cells and their status; train nothing"
-    )
-    p.add_argument(
-        "--report-only", action="store_true", help="rewrite the tables from finished cells only"
-    )
-    p.add_argument("--max-cells", type=int, default=None, help="stop after running this many cells")
-    p.add_argument(
-        "--stale-after",
-        type=float,
-        default=1800.0,
-        metavar="SECONDS",
-        help="a claimed cell whose lock was not refreshed for this long is taken over (default 1800; same-host dead workers are detected at once)",
-    )
     return parser
 
 
@@ -217,6 +200,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from ssmd.engine.build import run_training
 
     config = load_config(args.config, args.overrides)
+    if config.get("task") == "classification":
+        from ssmd.cli.classification import cmd_train
+
+        cmd_train(config, args.resume)
+        return 0
     summary = run_training(config, resume=args.resume)
     _print_metrics(summary["test"], title=f"test metrics of best.pt ({summary['output_dir']})")
     return 0
@@ -238,8 +226,11 @@ def _predict(args: argparse.Namespace) -> tuple[Any, list[dict[str, Any]], dict[
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from ssmd.cli.classification import cmd_predict, is_classification_checkpoint
     from ssmd.evaluation import predictions_to_coco_results
 
+    if is_classification_checkpoint(args.checkpoint):
+        return cmd_predict(args)
     dataset, preds, _ = _predict(args)
     results = predictions_to_coco_results(
         [p["image_id"] for p in preds], preds, dataset.label_to_category
@@ -278,8 +269,11 @@ def _print_metrics(metrics: dict[str, Any], title: str = "") -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from ssmd.cli.classification import cmd_evaluate, is_classification_checkpoint
     from ssmd.evaluation import coco_ap, froc_from_coco, plot_froc, predictions_to_coco_results
 
+    if is_classification_checkpoint(args.checkpoint):
+        return cmd_evaluate(args)
     if args.checkpoint:
         if args.format is None or args.src is None:
             raise SystemExit("ssmd evaluate --checkpoint needs --format F and SRC")
@@ -340,28 +334,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_experiment(args: argparse.Namespace) -> int:
-    from ssmd.engine.experiment import cell_status, load_experiment, run_experiment, write_report
-
-    exp = load_experiment(args.config, output_dir=args.output_dir)
-    cells = exp.cells()
-    if args.dry_run:
-        print(f"{exp.name}: {len(cells)} cells in {exp.output_dir}")
-        for cell in cells:
-            print(f"  {cell.id:<40} {cell_status(exp, cell, args.stale_after)}")
-        return 0
-    failed: list[str] = []
-    if not args.report_only:
-        outcome = run_experiment(exp, max_cells=args.max_cells, stale_after=args.stale_after)
-        failed = outcome["failed"]
-        if failed:
-            print(f"failed cells (see their error.txt): {', '.join(failed)}", file=sys.stderr)
-    write_report(exp)
-    print((exp.output_dir / "table.md").read_text())
-    print(f"results in {exp.output_dir} (results.csv, table.md, summary.json, plot_*.png)")
-    return 1 if failed else 0
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ssmd`` console script."""
     parser = build_parser()
@@ -375,7 +347,6 @@ def main(argv: list[str] | None = None) -> int:
         "evaluate": _cmd_evaluate,
         "data": _cmd_data,
         "demo": _cmd_demo,
-        "experiment": _cmd_experiment,
     }
     from ssmd.config import ConfigError
     from ssmd.engine.checkpoint import CheckpointError
