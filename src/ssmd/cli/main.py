@@ -181,6 +181,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-iters", type=int, default=None, help="override the training length of every run"
     )
     p.add_argument("--quick", action="store_true", help="a much shorter smoke run (for tests)")
+
+    p = sub.add_parser(
+        "experiment",
+        help="run methods x labeled ratios x seeds and write Table-1-style results",
+        description="Run every (method, labeled ratio, seed) cell of an experiment file (configs/experiments/), resuming finished cells, then write results.csv, table.md (mean +- std, best, p-value), summary.json and a PNG. Several workers may share the output folder: cells are claimed atomically.",
+    )
+    p.add_argument("--config", required=True, metavar="EXP.yaml", help="experiment file")
+    p.add_argument("--output-dir", default=None, help="override the file's output_dir")
+    p.add_argument(
+        "--dry-run", action="store_true", help="list the cells and their status; train nothing"
+    )
+    p.add_argument(
+        "--report-only", action="store_true", help="rewrite the tables from finished cells only"
+    )
+    p.add_argument("--max-cells", type=int, default=None, help="stop after running this many cells")
+    p.add_argument(
+        "--stale-after",
+        type=float,
+        default=1800.0,
+        metavar="SECONDS",
+        help="a claimed cell whose lock was not refreshed for this long is taken over (default 1800; same-host dead workers are detected at once)",
+    )
     return parser
 
 
@@ -334,6 +356,28 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    from ssmd.engine.experiment import cell_status, load_experiment, run_experiment, write_report
+
+    exp = load_experiment(args.config, output_dir=args.output_dir)
+    cells = exp.cells()
+    if args.dry_run:
+        print(f"{exp.name}: {len(cells)} cells in {exp.output_dir}")
+        for cell in cells:
+            print(f"  {cell.id:<40} {cell_status(exp, cell, args.stale_after)}")
+        return 0
+    failed: list[str] = []
+    if not args.report_only:
+        outcome = run_experiment(exp, max_cells=args.max_cells, stale_after=args.stale_after)
+        failed = outcome["failed"]
+        if failed:
+            print(f"failed cells (see their error.txt): {', '.join(failed)}", file=sys.stderr)
+    write_report(exp)
+    print((exp.output_dir / "table.md").read_text())
+    print(f"results in {exp.output_dir} (results.csv, table.md, summary.json, plot_*.png)")
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ssmd`` console script."""
     parser = build_parser()
@@ -347,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         "evaluate": _cmd_evaluate,
         "data": _cmd_data,
         "demo": _cmd_demo,
+        "experiment": _cmd_experiment,
     }
     from ssmd.config import ConfigError
     from ssmd.engine.checkpoint import CheckpointError
