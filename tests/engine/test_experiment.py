@@ -209,3 +209,32 @@ def test_percent_scaling_and_missing_cells(tmp_path: Path) -> None:
     assert cell["mean"] == pytest.approx(45.0) and cell["n"] == 2
     table = (exp.output_dir / "table.md").read_text()
     assert "45.0 ± 7.1" in table and "—" in table and "Finished cells: 2/10" in table
+
+
+EXPERIMENTS = sorted((BASE.parent / "experiments").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=[p.stem for p in EXPERIMENTS])
+def test_shipped_experiment_files_load_and_name_real_parameters(path: Path) -> None:
+    from ssmd.methods import METHODS
+
+    exp = ex.load_experiment(path)
+    assert exp.cells() and len(exp.seeds) >= 2
+    for spec in exp.methods:
+        unknown = set(spec.params) - set(METHODS.get(spec.name).defaults)
+        assert not unknown, f"{path.name}: {spec.label}: {unknown}"
+        exp.cell_config(ex.Cell(spec, (spec.ratios or exp.ratios)[0], exp.seeds[0]))
+
+
+def test_table1_files_cover_every_baseline() -> None:
+    for variant in ("cpu", "paper"):
+        exp = ex.load_experiment(BASE.parent / "experiments" / f"table1_{variant}.yaml")
+        assert [m.name for m in exp.methods] == [
+            "supervised",
+            "pseudo_label",
+            "csd",
+            "focalmix",
+            "ssmd",
+            "supervised",
+        ]
+        assert exp.ratios == [0.1, 0.2, 0.3, 0.4, 0.5] and exp.methods[-1].reference
