@@ -7,9 +7,10 @@ detector trained **from scratch** on the labeled images and the pseudo-labeled u
 images, whose boxes the engine has replaced by the pseudo labels (it never sees their
 ground truth; only the engine's two-stage entry point builds this method's data).
 
-One step: the detector loss (Eq. (1)) on the labeled batch (the engine's usual flip /
-rotation augmentation) plus ``unlabeled_weight`` times the detector loss on the
-pseudo-labeled batch after **strong augmentation** (STAC applies it to the pseudo-labeled
+One step: one forward over the labeled batch (the engine's usual flip / rotation
+augmentation) and the pseudo-labeled batch after **strong augmentation**, then the detector
+loss (Eq. (1)) of the labeled images plus ``unlabeled_weight`` times that of the
+pseudo-labeled ones (STAC applies it to the pseudo-labeled
 images; ``strong_on_labeled`` extends it to the labeled ones). The sources do not spell the
 strong augmentation out for this detector; ours, on top of the engine's flip and rotation:
 
@@ -31,12 +32,13 @@ from __future__ import annotations
 from typing import Any, ClassVar, cast
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ssmd.data.transforms.functional import cutout, vflip_boxes
 from ssmd.methods.base import METHODS, Method
 from ssmd.methods.perturb import scaled_cutout_size
-from ssmd.models.detectors.retinanet import RetinaNet
+from ssmd.models.detectors.retinanet import DenseOutputs, RetinaNet
 from ssmd.structures.sample import Batch
 
 __all__ = ["PseudoLabel", "strong_augment"]
@@ -80,6 +82,23 @@ def strong_augment(
         side = min(scaled_cutout_size(cutout_size, w, cutout_reference), h, w)
         out = cutout(out, cutout_n, side)
     return out, new_boxes
+
+
+def _pad_to(images: Tensor, h: int, w: int) -> Tensor:
+    return F.pad(images, (0, w - int(images.shape[-1]), 0, h - int(images.shape[-2])))
+
+
+def _rows(outputs: DenseOutputs, start: int, stop: int) -> DenseOutputs:
+    """The predictions of images ``start:stop`` of a batch."""
+    return DenseOutputs(
+        [t[start:stop] for t in outputs.cls_logits],  # (B', A, K+1, H, W)
+        [t[start:stop] for t in outputs.box_deltas],  # (B', A, 4, H, W)
+        outputs.image_size,
+    )
+
+
+def _targets(boxes: list[Tensor], labels: list[Tensor]) -> list[dict[str, Tensor]]:
+    return [{"boxes": b, "labels": lab} for b, lab in zip(boxes, labels, strict=True)]
 
 
 @METHODS.register("pseudo_label")
@@ -154,14 +173,6 @@ class PseudoLabel(Method):
             "cutout_reference": int(cutout_reference),
         }
 
-    def _loss(
-        self, images: Tensor, boxes: list[Tensor], labels: list[Tensor], strong: bool
-    ) -> dict[str, Tensor]:
-        if strong:
-            images, boxes = strong_augment(images, boxes, **self.aug)
-        targets = [{"boxes": b, "labels": lab} for b, lab in zip(boxes, labels, strict=True)]
-        return cast(RetinaNet, self.model).loss(self.model(images), targets)
-
     def training_step(
         self, labeled: Batch, unlabeled: Batch | None, step: int, max_iters: int
     ) -> dict[str, Tensor]:
@@ -172,21 +183,30 @@ class PseudoLabel(Method):
             ``pseudo_images`` (images of the batch with pseudo boxes) and ``loss``.
         """
         zero = labeled.images.new_zeros(())
-        losses = self._loss(
-            labeled.images, list(labeled.boxes), list(labeled.labels), self.strong_on_labeled
-        )
-        supervised = sum(losses.values(), start=zero)
-        pseudo = zero
+        images_l, boxes_l = labeled.images, list(labeled.boxes)
+        if self.strong_on_labeled:
+            images_l, boxes_l = strong_augment(images_l, boxes_l, **self.aug)
         kept: list[int] = []
         if unlabeled is not None:
             kept = [i for i, b in enumerate(unlabeled.boxes) if self.keep_empty or len(b) > 0]
-        if kept:
-            u = self._loss(
-                unlabeled.images[kept],  # type: ignore[union-attr]
-                [unlabeled.boxes[i] for i in kept],  # type: ignore[union-attr]
-                [unlabeled.labels[i] for i in kept],  # type: ignore[union-attr]
-                strong=True,
+        parts = [(images_l, boxes_l, list(labeled.labels))]
+        if unlabeled is not None and kept:
+            images_u, boxes_u = strong_augment(
+                unlabeled.images[kept], [unlabeled.boxes[i] for i in kept], **self.aug
             )
+            parts.append((images_u, boxes_u, [unlabeled.labels[i] for i in kept]))
+        # one forward over labeled + pseudo-labeled images (padded to one size), two losses
+        h = max(int(p[0].shape[-2]) for p in parts)
+        w = max(int(p[0].shape[-1]) for p in parts)
+        images = torch.cat([_pad_to(p[0], h, w) for p in parts])  # (B_l + B_u, C, H, W)
+        out: DenseOutputs = self.model(images)
+        detector = cast(RetinaNet, self.model)
+        b_l = int(images_l.shape[0])
+        losses = detector.loss(_rows(out, 0, b_l), _targets(parts[0][1], parts[0][2]))
+        supervised = sum(losses.values(), start=zero)
+        pseudo = zero
+        if len(parts) > 1:
+            u = detector.loss(_rows(out, b_l, len(images)), _targets(parts[1][1], parts[1][2]))
             pseudo = sum(u.values(), start=zero)
         losses["loss_pseudo"] = pseudo
         losses["pseudo_images"] = torch.tensor(float(len(kept)), device=zero.device)
