@@ -238,3 +238,35 @@ def test_table1_files_cover_every_baseline() -> None:
             "supervised",
         ]
         assert exp.ratios == [0.1, 0.2, 0.3, 0.4, 0.5] and exp.methods[-1].reference
+
+
+def test_classification_base_config_trains_with_the_classification_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cls_engine = pytest.importorskip("ssmd.engine.classification")
+    base = BASE.parent / "classification" / "synthetic_cpu.yaml"
+    if not base.is_file():
+        pytest.skip("no classification config")
+    seen: list[tuple[str, Any]] = []
+
+    def fake(config: dict[str, Any], resume: Any = False) -> dict[str, Any]:
+        seen.append((config["task"], resume))
+        return {"test": {"AUC": 0.8, "accuracy": 0.7}, "train_seconds": 1.0}
+
+    monkeypatch.setattr(cls_engine, "run_classification_training", fake)
+    path = _write(
+        tmp_path,
+        base_config=str(base),
+        ratios=[0.2],
+        seeds=[0, 1],
+        metrics=["AUC", "accuracy"],
+        methods=[{"label": "Supervised", "name": "supervised"}],
+    )
+    exp = ex.load_experiment(path)
+    assert ex.run_experiment(exp, log=lambda s: None)["ran"] == [
+        "supervised__r0.2__s0",
+        "supervised__r0.2__s1",
+    ]
+    assert seen == [("classification", False), ("classification", False)]
+    summary = json.loads((exp.output_dir / "summary.json").read_text())
+    assert summary["metrics"]["AUC"]["0.2"]["cells"]["Supervised"]["mean"] == pytest.approx(80.0)

@@ -438,7 +438,7 @@ def _train(
     if config.get("task", "detection") == "classification":
         from ssmd.engine.classification import run_classification_training  # lazy: optional
 
-        return dict(run_classification_training(config))
+        return dict(run_classification_training(config, resume=resume if resume else False))
     from ssmd.engine.build import run_training
 
     return run_training(config, resume=resume, log=log)
