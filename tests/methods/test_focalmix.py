@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ssmd.methods.base import METHODS, build_method
-from ssmd.methods.focalmix import FocalMix, object_mixup, undo_flip
+from ssmd.methods.focalmix import FocalMix, mix_images_and_targets, object_mixup, undo_flip
 from ssmd.models import build_retinanet
 from ssmd.models.detectors.retinanet import DenseOutputs
 from ssmd.structures.sample import Batch, Sample, collate
@@ -158,3 +158,25 @@ def test_options_are_validated() -> None:
         FocalMix(_tiny(), unlabeled_box="hard")
     with pytest.raises(ValueError, match=r"method\.foo"):
         build_method("focalmix", _tiny(), {"foo": 1})
+
+
+def test_the_method_mixes_targets_exactly_as_it_mixes_images() -> None:
+    # image i is constant v_i and all its anchor targets are v_i: after the method's MixUp,
+    # every mixed image must still equal its mixed targets
+    v = torch.tensor([0.0, 0.3, 0.8, 1.0])
+    images = v.view(4, 1, 1, 1).expand(4, 3, 16, 16).clone()
+    targets = v.view(4, 1, 1).expand(4, 10, 1).clone()
+    valid = torch.ones(4, 10, dtype=torch.bool)
+    valid[1, 3] = False
+    box_t = torch.arange(4.0).view(4, 1, 1).expand(4, 10, 4).clone()
+    box_w = torch.ones(4, 10)
+    perm = torch.tensor([1, 0, 3, 2])
+    lam = torch.tensor([0.6, 0.9, 0.5, 0.75])
+    x, y, ok, terms = mix_images_and_targets(images, targets, valid, box_t, box_w, perm, lam)
+    assert torch.allclose(x.flatten(1).mean(1), y.flatten(1).mean(1))
+    assert torch.allclose(x[:, 0, 0, 0], lam * v + (1 - lam) * v[perm])
+    assert not ok[0, 3] and not ok[1, 3] and int(ok.sum()) == 38  # ignored in either image
+    (t_a, w_a), (t_b, w_b) = terms
+    assert torch.equal(t_a, box_t)
+    assert torch.equal(t_b[0], box_t[1]) and torch.allclose(w_a[:, 0] + w_b[:, 0], torch.ones(4))
+    assert torch.allclose(w_a[:, 0], lam)

@@ -61,7 +61,7 @@ from ssmd.methods.schedules import RAMPS, consistency_weight
 from ssmd.models.detectors.retinanet import DenseOutputs, RetinaNet
 from ssmd.structures.sample import Batch
 
-__all__ = ["AUGMENTATIONS", "FocalMix", "object_mixup", "undo_flip"]
+__all__ = ["AUGMENTATIONS", "FocalMix", "mix_images_and_targets", "object_mixup", "undo_flip"]
 
 AUGMENTATIONS: tuple[str, ...] = ("none", "hflip", "vflip", "hvflip")
 """The ``K`` augmentations of target prediction, in the order they are used."""
@@ -136,6 +136,42 @@ def object_mixup(
         other = F.interpolate(other, size=(y2 - y1, x2 - x1), mode="bilinear", align_corners=False)
         out[i, :, y1:y2, x1:x2] = lam * images[i, :, y1:y2, x1:x2] + (1.0 - lam) * other[0]
     return out
+
+
+def mix_images_and_targets(
+    images: Tensor,
+    targets: Tensor,
+    valid: Tensor,
+    box_targets: Tensor,
+    box_weights: Tensor,
+    perm: Tensor,
+    lam: Tensor,
+) -> tuple[Tensor, Tensor, Tensor, list[tuple[Tensor, Tensor]]]:
+    """Image-level MixUp (Eq. (12)-(13)): image ``i`` with image ``perm[i]``, weight ``lam[i]``.
+
+    Images and anchor class targets are mixed with the same pairing and weights; an anchor
+    is valid only if valid in both images; the box loss becomes two weighted terms (module
+    docstring).
+
+    Args:
+        images: ``Tensor[n, C, H, W]``.
+        targets: ``Tensor[n, N, K]`` soft class targets.
+        valid: ``Tensor[n, N]`` bool.
+        box_targets: ``Tensor[n, N, 4]``.
+        box_weights: ``Tensor[n, N]``.
+        perm: ``Tensor[n]`` int64, the partners.
+        lam: ``Tensor[n]``, ``lambda'`` of each mixed image.
+
+    Returns:
+        ``(images, targets, valid, box_terms)`` for :func:`soft_focal_detection_loss`.
+    """
+    lw = lam.view(-1, 1).to(box_weights.dtype)  # (n, 1)
+    return (
+        mixup(images, images[perm], lam),
+        mixup(targets, targets[perm], lam),
+        valid & valid[perm],
+        [(box_targets, lw * box_weights), (box_targets[perm], (1.0 - lw) * box_weights[perm])],
+    )
 
 
 def _pad_to(images: Tensor, h: int, w: int) -> Tensor:
@@ -313,11 +349,9 @@ class FocalMix(Method):
         if self.image_mixup:
             perm = torch.randperm(n)
             lam = mixup_lambda(n, self.eta).to(images.device)  # (2B,)
-            images = mixup(images, images[perm], lam)  # Eq. (12)
-            targets = mixup(targets, targets[perm], lam)  # Eq. (13)
-            valid = valid & valid[perm]
-            lw = lam.view(-1, 1).to(box_w.dtype)
-            box_terms = [(box_t, lw * box_w), (box_t[perm], (1.0 - lw) * box_w[perm])]
+            images, targets, valid, box_terms = mix_images_and_targets(
+                images, targets, valid, box_t, box_w, perm, lam
+            )
         else:
             box_terms = [(box_t, box_w)]
 
