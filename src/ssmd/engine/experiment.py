@@ -414,7 +414,8 @@ def _held(lock: Path) -> Iterator[None]:
     finally:
         stop.set()
         thread.join(timeout=5)
-        if _lock_owner(lock).get("pid") == os.getpid():
+        owner = _lock_owner(lock)
+        if owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
             lock.unlink(missing_ok=True)
 
 
