@@ -270,3 +270,37 @@ def test_classification_base_config_trains_with_the_classification_engine(
     assert seen == [("classification", False), ("classification", False)]
     summary = json.loads((exp.output_dir / "summary.json").read_text())
     assert summary["metrics"]["AUC"]["0.2"]["cells"]["Supervised"]["mean"] == pytest.approx(80.0)
+
+
+WORKER = """
+import sys, time
+from pathlib import Path
+from ssmd.engine import experiment as ex
+
+def fake(config, resume, log):
+    time.sleep(0.3)
+    with open(sys.argv[2], "a") as fh:  # O_APPEND: whole short lines from both workers
+        fh.write(Path(config["output_dir"]).name + "\\n")
+    return {"test": {"AP": 0.5, "AP50": 0.6}, "train_seconds": 0.3}
+
+ex._train = fake
+ex.run_experiment(ex.load_experiment(sys.argv[1]), log=lambda s: None, report=False)
+"""
+
+
+def test_two_worker_processes_share_the_grid(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = _write(tmp_path, ratios=[0.1], seeds=[0, 1])
+    ran = tmp_path / "ran.txt"
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WORKER, str(path), str(ran)], env=env)
+        for _ in range(2)
+    ]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    cells = ran.read_text().split()
+    exp = ex.load_experiment(path)
+    assert sorted(cells) == sorted(c.id for c in exp.cells())  # every cell once, none twice
+    assert all((exp.run_dir(c) / "result.json").is_file() for c in exp.cells())
