@@ -1,5 +1,10 @@
 """Methods x seeds on one dataset and labeled ratio: mean +- std and a paired p-value.
 
+Kept for the results already produced with it (docs/results/synthetic_10pct). For new
+comparisons use ``ssmd experiment --config EXP.yaml`` (:mod:`ssmd.engine.experiment`):
+several labeled ratios, method variants with parameters, Table-1-style tables with the best
+marked and p-values, and workers sharing the output folder.
+
 Each (method, seed) cell is one ``ssmd train`` run (``run_training``) on the same split
 (``split.seed`` fixed; ``seed`` varies the initialisation, batch order and augmentation).
 Finished cells are skipped (their ``test_metrics.json`` is read back), so an interrupted
