@@ -4,7 +4,8 @@ Each (ratio, seed, method) cell is one ``run_classification_training`` run. ``se
 the training seed and ``split.seed`` (which images are labeled; for sets without an official
 split also train/val/test), so the methods of one seed share their split and are compared
 with a paired t-test over seeds (``ssmd.evaluation.statistics.compare``). Finished cells are
-read back from their ``test_metrics.json``, so an interrupted grid resumes.
+read back from their ``test_metrics.json`` and an interrupted cell continues from its
+``last.pt``, so an interrupted grid resumes.
 
 Writes to ``--out``: ``results.csv`` (one row per run), ``summary.json`` (mean, std and
 p-values) and ``table.md``.
@@ -61,7 +62,7 @@ def run_cell(
             "train.progress=false",
         ],
     )
-    return run_classification_training(config)
+    return run_classification_training(config, resume=True)  # continues an interrupted cell
 
 
 def main() -> None:

@@ -26,8 +26,10 @@ sizes; with ``tau_relative`` (default) the threshold of Eq. (5) is ``tau / sqrt(
 is then "times the uniform relation". ``tau_relative: false`` uses ``tau`` as printed.
 
 **Late stage.** The paper applies the temporal term "at the late training stage" without a
-number: ``L_tc`` is on from ``tc_start * max_iters`` (default half of training); the memory is
-filled from the start.
+number: ``L_tc`` is on from ``tc_start * max_iters``; the memory is filled from the start. The
+default 0.2 is set for short CPU budgets: with ``tc_start = 0.5`` the validation-selected
+``best.pt`` of 200-iteration PneumoniaMNIST runs came from before the term was switched on (step
+50-100), making STSC's test numbers identical to SRC-MT's.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ class STSCClassification(SRCMTClassification):
         "gamma": 1.0,
         "tau": 1.1,
         "tau_relative": True,
-        "tc_start": 0.5,
+        "tc_start": 0.2,
     }
 
     def __init__(
@@ -79,7 +81,7 @@ class STSCClassification(SRCMTClassification):
         gamma: float = 1.0,
         tau: float = 1.1,
         tau_relative: bool = True,
-        tc_start: float = 0.5,
+        tc_start: float = 0.2,
         num_samples: int = 0,
         **kw: Any,
     ) -> None:
