@@ -102,7 +102,7 @@ def test_stsc_temporal_term_needs_memory_then_is_positive_and_reaches_student() 
     _, f0 = m.model(b.images)
     # first sight: nothing remembered, L_tc = 0, the memory is filled
     _, loss0 = m.extra_losses(b, f0, f0.detach(), 0, 10)["loss_tc"]
-    assert float(loss0) == 0.0
+    assert float(loss0.detach()) == 0.0
     assert bool(m.seen[:8].all()) and not bool(m.seen[8:].any())
     assert torch.allclose(m.memory[:8], f0.detach())
     # the student changes: the remembered relations differ from the current ones
@@ -112,7 +112,7 @@ def test_stsc_temporal_term_needs_memory_then_is_positive_and_reaches_student() 
     _, f1 = m.model(b.images)
     gamma, loss1 = m.extra_losses(b, f1, f1.detach(), 1, 10)["loss_tc"]
     assert gamma == 1.0
-    assert float(loss1) > 0
+    assert float(loss1.detach()) > 0
     assert m.diagnostics()["tc_substructures"] >= 1
     loss1.backward()
     assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in m.model.parameters())
@@ -133,7 +133,7 @@ def test_stsc_memory_relates_samples_by_index_not_batch_position() -> None:
     _, f1 = m.model(b2.images)
     _, loss = m.extra_losses(b2, f1, f1.detach(), 1, 10)["loss_tc"]
     assert m.diagnostics()["tc_substructures"] >= 1
-    assert float(loss) == pytest.approx(0.0, abs=1e-10)
+    assert float(loss.detach()) == pytest.approx(0.0, abs=1e-10)
     # a batch mixing remembered and new images: only the remembered ones enter R_{t-1}
     b3 = _batch([0, 1, 2, 20, 21], False)
     _, f3 = m.model(b3.images)
