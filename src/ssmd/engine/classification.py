@@ -78,8 +78,8 @@ class ClassBatchStream:
         batch_size: images per batch (capped at ``len(indices)``).
         seed: generator seed.
         augment: the random perturbation applied independently to each view.
-        normalize: intensity normalisation (after augmentation of ``[0, 1]`` images the noise
-            is added on normalised values: the augmentation runs after normalising).
+        normalize: intensity normalisation, applied before the augmentation (so its Gaussian
+            noise is in normalised units).
         with_labels: attach labels (labeled streams).
     """
 
