@@ -1,6 +1,6 @@
 """Grad-CAM overlays of a trained classifier on the first test images of its own run.
 
-    python benchmarks/gradcam_examples.py --checkpoint RUN/best.pt --n 8 --out DIR
+    python benchmarks/gradcam_examples.py --checkpoint RUN/best.pt --n 8 --out DIR [--one-per-class]
 
 Each PNG is ``<image id>_<true>_as_<predicted>.png``: the image and its Grad-CAM heatmap of the
 predicted class side by side (``ssmd.engine.gradcam``).
@@ -22,11 +22,20 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--out", required=True)
     parser.add_argument("--model", default="student", choices=("student", "teacher"))
+    parser.add_argument(
+        "--one-per-class", action="store_true", help="the first test image of each class instead"
+    )
     args = parser.parse_args()
     model, state = load_classifier(args.checkpoint, which=args.model)
     config = state["config"]
     dataset, _ = build_classification_data(config)
-    idx = [dataset.index_of(n) for n in state["split"]["test"][: args.n]]
+    test = [dataset.index_of(n) for n in state["split"]["test"]]
+    if args.one_per_class:
+        first: dict[int, int] = {}
+        for i in test:
+            first.setdefault(int(dataset.labels[i].argmax()), i)
+        test = [first[c] for c in sorted(first)]
+    idx = test[: args.n]
     x, y = dataset.tensors(idx)
     norm = Normalizer(config["data"]["mean"], config["data"]["std"], dataset.in_channels)
     with torch.no_grad():
