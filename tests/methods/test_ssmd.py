@@ -239,3 +239,9 @@ def test_consistency_leaves_out_the_erased_anchors_only() -> None:
     bumped = type(teacher)(bumped_logits, teacher.box_deltas, teacher.image_size)
     assert torch.allclose(method.consistency(student, bumped, keep), base)
     assert not torch.allclose(method.consistency(student, bumped, None), base)
+
+
+def test_ssmd_rotation_replaces_the_pipeline_rotation() -> None:
+    assert SSMD(_tiny()).augment_overrides() == {"rotate": 0.0}
+    assert SSMD(_tiny(), rotate=0.0).augment_overrides() == {}
+    assert Supervised(_tiny()).augment_overrides() == {}

@@ -263,7 +263,10 @@ def run_training(
             gamma=float(tcfg["gamma"]),
         ),
     )
-    augment = augment_transform(config)
+    # a method that rotates inside its step (SSMD) turns the pipeline's rotation off
+    augment = augment_transform(
+        {**config, "augment": {**config["augment"], **method.augment_overrides()}}
+    )
     batch = int(tcfg["batch_size"])
     seed = int(config["seed"])
     labeled = BatchStream(

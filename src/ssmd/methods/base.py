@@ -52,6 +52,15 @@ class Method(nn.Module, abc.ABC):
     def after_step(self, step: int) -> None:
         """Called after every optimiser step (e.g. an EMA teacher update)."""
 
+    def augment_overrides(self) -> dict[str, Any]:
+        """Keys of the config's ``augment`` section this method replaces (default: none).
+
+        A method that applies an augmentation itself inside :meth:`training_step` (SSMD's
+        shared rotation, Algorithm 1) switches the data pipeline's copy off here, so the
+        targets are transformed once, as in the supervised baseline.
+        """
+        return {}
+
     def inference_model(self, which: str = "student") -> nn.Module:
         """The network used for prediction (``student`` by default, as in the SSMD paper)."""
         if which != "student":

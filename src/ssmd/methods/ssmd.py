@@ -288,6 +288,17 @@ class SSMD(Method):
         self._set_teacher_mode()
         return self
 
+    def augment_overrides(self) -> dict[str, Any]:
+        """With ``rotate > 0`` the data pipeline's rotation is off (``augment.rotate = 0``).
+
+        Algorithm 1 rotates both branches by one shared angle; rotating the labeled images
+        again in the data pipeline would compound two rotations (up to twice the angle) and,
+        worse, enlarge every box twice (a rotated box is replaced by the axis-aligned box of
+        its corners), so the supervised targets would be looser than the supervised
+        baseline's. One rotation of at most ``rotate`` degrees, as the baseline gets.
+        """
+        return {"rotate": 0.0} if self.rotate > 0 else {}
+
     def inference_model(self, which: str = "student") -> nn.Module:
         """``"student"`` (the paper predicts with it) or ``"teacher"`` (the EMA network)."""
         if which == "student":
