@@ -27,7 +27,7 @@ from ssmd.data.datasets.coco import to_coco_dict
 from ssmd.data.splits import Split, make_split
 from ssmd.data.transforms import Compose, Normalize, RandomHFlip, RandomRotate, RandomVFlip, Resize
 from ssmd.engine.checkpoint import CheckpointError, load_checkpoint
-from ssmd.engine.hooks import CheckpointHook, EvalHook, LoggingHook
+from ssmd.engine.hooks import standard_hooks
 from ssmd.engine.loader import BatchStream, PreparedSamples
 from ssmd.engine.predict import predict_samples
 from ssmd.engine.schedules import lr_factor
@@ -288,20 +288,7 @@ def run_training(
     def evaluate(trainer: Trainer) -> dict[str, float]:
         return _evaluate_part(trainer.method, data, val_part, config)[0]
 
-    logger = LoggingHook(
-        out,
-        every=int(tcfg["log_every"]),
-        progress=bool(tcfg["progress"]),
-        tensorboard=bool(tcfg["tensorboard"]),
-    )
-    eval_hook = EvalHook(
-        evaluate,
-        out,
-        every=int(tcfg["eval_every"]),
-        metric=config["eval"]["select_metric"],
-        logger=logger,
-    )
-    hooks = [logger, CheckpointHook(out, every=int(tcfg["checkpoint_every"])), eval_hook]
+    hooks, eval_hook = standard_hooks(out, tcfg, evaluate, config["eval"]["select_metric"])
     trainer = Trainer(
         method,
         optimizer,

@@ -31,7 +31,7 @@ from ssmd.data.classification.augment import BatchAugment
 from ssmd.data.splits import Split
 from ssmd.engine.build import build_optimizer, seed_everything
 from ssmd.engine.checkpoint import CheckpointError, load_checkpoint
-from ssmd.engine.hooks import CheckpointHook, EvalHook, LoggingHook
+from ssmd.engine.hooks import standard_hooks
 from ssmd.engine.schedules import lr_factor
 from ssmd.engine.trainer import Trainer
 from ssmd.evaluation.classification import classification_metrics
@@ -343,20 +343,7 @@ def run_classification_training(
         net = trainer.method.inference_model(which)
         return evaluate_classifier(net, dataset, val_idx, config)[0]
 
-    logger = LoggingHook(
-        out,
-        every=int(tcfg["log_every"]),
-        progress=bool(tcfg["progress"]),
-        tensorboard=bool(tcfg["tensorboard"]),
-    )
-    eval_hook = EvalHook(
-        evaluate,
-        out,
-        every=int(tcfg["eval_every"]),
-        metric=config["eval"]["select_metric"],
-        logger=logger,
-    )
-    hooks = [logger, CheckpointHook(out, every=int(tcfg["checkpoint_every"])), eval_hook]
+    hooks, eval_hook = standard_hooks(out, tcfg, evaluate, config["eval"]["select_metric"])
     trainer = Trainer(
         method,
         optimizer,

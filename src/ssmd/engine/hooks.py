@@ -12,7 +12,13 @@ from typing import Any
 from ssmd.engine.checkpoint import save_checkpoint
 from ssmd.engine.trainer import HookBase
 
-__all__ = ["CheckpointHook", "EvalHook", "LoggingHook", "model_checkpoint_state"]
+__all__ = [
+    "CheckpointHook",
+    "EvalHook",
+    "LoggingHook",
+    "model_checkpoint_state",
+    "standard_hooks",
+]
 
 
 def model_checkpoint_state(trainer: Any, metrics: dict[str, float] | None = None) -> dict[str, Any]:
@@ -207,3 +213,38 @@ class LoggingHook(HookBase):
             self._bar.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def standard_hooks(
+    out: Path,
+    train_cfg: dict[str, Any],
+    evaluate: Callable[[Any], dict[str, float]],
+    metric: str,
+) -> tuple[list[HookBase], EvalHook]:
+    """The hooks every training run uses, in order: logging, ``last.pt``, validation/``best.pt``.
+
+    Args:
+        out: the run's output folder.
+        train_cfg: the config's ``train`` section (``log_every``, ``progress``,
+            ``tensorboard``, ``eval_every``, ``checkpoint_every``).
+        evaluate: validation metrics of the trainer's current model.
+        metric: the validation metric that selects ``best.pt``.
+
+    Returns:
+        The hook list for :class:`~ssmd.engine.trainer.Trainer` and the :class:`EvalHook`
+        (whose ``best`` / ``best_step`` the run summary reports).
+    """
+    logger = LoggingHook(
+        out,
+        every=int(train_cfg["log_every"]),
+        progress=bool(train_cfg["progress"]),
+        tensorboard=bool(train_cfg["tensorboard"]),
+    )
+    eval_hook = EvalHook(
+        evaluate, out, every=int(train_cfg["eval_every"]), metric=metric, logger=logger
+    )
+    return [
+        logger,
+        CheckpointHook(out, every=int(train_cfg["checkpoint_every"])),
+        eval_hook,
+    ], eval_hook
