@@ -178,6 +178,24 @@ def build_optimizer(params: list[nn.Parameter], train_cfg: dict[str, Any]) -> to
     raise ConfigError(f"train.optimizer = {name!r}: expected adam or sgd")
 
 
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, train_cfg: dict[str, Any]
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step learning-rate factor of the ``train`` section (warm-up, then step/cosine/constant)."""
+    max_iters = int(train_cfg["max_iters"])
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: lr_factor(
+            step,
+            max_iters=max_iters,
+            schedule=train_cfg["schedule"],
+            warmup_iters=int(train_cfg["warmup_iters"]),
+            step_at=float(train_cfg["step_at"]),
+            gamma=float(train_cfg["gamma"]),
+        ),
+    )
+
+
 def evaluate_predictions(
     gt: dict[str, Any],
     predictions: list[dict[str, Any]],
@@ -252,17 +270,7 @@ def run_training(
     tcfg = config["train"]
     max_iters = int(tcfg["max_iters"])
     optimizer = build_optimizer(method.trainable_parameters(), tcfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: lr_factor(
-            step,
-            max_iters=max_iters,
-            schedule=tcfg["schedule"],
-            warmup_iters=int(tcfg["warmup_iters"]),
-            step_at=float(tcfg["step_at"]),
-            gamma=float(tcfg["gamma"]),
-        ),
-    )
+    scheduler = build_scheduler(optimizer, tcfg)
     # a method that rotates inside its step (SSMD) turns the pipeline's rotation off
     augment = augment_transform(
         {**config, "augment": {**config["augment"], **method.augment_overrides()}}

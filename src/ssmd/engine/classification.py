@@ -29,10 +29,9 @@ from ssmd.data.classification import (
 )
 from ssmd.data.classification.augment import BatchAugment
 from ssmd.data.splits import Split
-from ssmd.engine.build import build_optimizer, seed_everything
+from ssmd.engine.build import build_optimizer, build_scheduler, seed_everything
 from ssmd.engine.checkpoint import CheckpointError, load_checkpoint
 from ssmd.engine.hooks import standard_hooks
-from ssmd.engine.schedules import lr_factor
 from ssmd.engine.trainer import Trainer
 from ssmd.evaluation.classification import classification_metrics
 from ssmd.methods.classification import ClassBatch, build_classification_method
@@ -295,17 +294,7 @@ def run_classification_training(
     )
     max_iters = int(tcfg["max_iters"])
     optimizer = build_optimizer(method.trainable_parameters(), tcfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: lr_factor(
-            step,
-            max_iters=max_iters,
-            schedule=tcfg["schedule"],
-            warmup_iters=int(tcfg["warmup_iters"]),
-            step_at=float(tcfg["step_at"]),
-            gamma=float(tcfg["gamma"]),
-        ),
-    )
+    scheduler = build_scheduler(optimizer, tcfg)
     aug = config["augment"]
     augment = BatchAugment(
         hflip=float(aug["hflip"]),

@@ -8,6 +8,7 @@ and an unlabeled :class:`ClassBatch` into a dict of losses.
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,11 +58,11 @@ class ClassificationMethod(Method):
         super().__init__(model)
         self.multi_label = bool(multi_label)
 
+    @abc.abstractmethod
     def training_step(  # type: ignore[override]
         self, labeled: ClassBatch, unlabeled: ClassBatch | None, step: int, max_iters: int
     ) -> dict[str, Tensor]:
         """Losses of one step; ``"loss"`` is back-propagated."""
-        raise NotImplementedError
 
 
 CLASSIFICATION_METHODS: Registry[type[ClassificationMethod]] = Registry("classification method")
