@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ssmd.structures.sample import Batch
 from ssmd.utils.registry import Registry
 
-__all__ = ["METHODS", "Method", "build_method"]
+__all__ = ["METHODS", "Method", "build_method", "merged_method_params"]
 
 
 class Method(nn.Module, abc.ABC):
@@ -79,13 +79,23 @@ def build_method(name: str, model: nn.Module, params: dict[str, Any] | None = No
         ValueError: a parameter the method does not declare (``method.<key>``).
     """
     cls = METHODS.get(name)
+    return cls(model, **merged_method_params(name, cls.defaults, params))
+
+
+def merged_method_params(
+    name: str, defaults: dict[str, Any], params: dict[str, Any] | None
+) -> dict[str, Any]:
+    """``params`` over a method's ``defaults``; ``"name"`` is ignored.
+
+    Raises:
+        ValueError: a parameter the method does not declare, named as ``method.<key>``.
+    """
     params = dict(params or {})
     params.pop("name", None)
-    unknown = sorted(set(params) - set(cls.defaults))
+    unknown = sorted(set(params) - set(defaults))
     if unknown:
-        known = ", ".join(sorted(cls.defaults)) or "(none)"
+        known = ", ".join(sorted(defaults)) or "(none)"
         raise ValueError(
             f"method {name!r} has no parameter(s) {', '.join('method.' + k for k in unknown)}; known: {known}"
         )
-    merged = {**cls.defaults, **params}
-    return cls(model, **merged)
+    return {**defaults, **params}

@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ssmd.methods.base import Method
+from ssmd.methods.base import Method, merged_method_params
 from ssmd.utils.registry import Registry
 
 __all__ = [
@@ -89,16 +89,7 @@ def build_classification_method(
         KeyError: unknown method; ValueError: a parameter the method does not declare.
     """
     cls = CLASSIFICATION_METHODS.get(name)
-    params = dict(params or {})
-    params.pop("name", None)
-    unknown = sorted(set(params) - set(cls.defaults))
-    if unknown:
-        known = ", ".join(sorted(cls.defaults)) or "(none)"
-        raise ValueError(
-            f"method {name!r} has no parameter(s) {', '.join('method.' + k for k in unknown)}; "
-            f"known: {known}"
-        )
-    merged: dict[str, Any] = {**cls.defaults, **params}
+    merged = merged_method_params(name, cls.defaults, params)
     if getattr(cls, "needs_num_samples", False):
         merged["num_samples"] = num_samples
     return cls(model, multi_label=multi_label, **merged)
