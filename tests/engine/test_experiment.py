@@ -65,6 +65,20 @@ def test_grid_and_cell_configs(tmp_path: Path) -> None:
     assert cfg["output_dir"] == str(tmp_path / "exp" / "runs" / "ssmd-w-o-acc__r0.1__s0")
 
 
+def test_restrict_keeps_reference_rows_and_rejects_unknown_values(tmp_path: Path) -> None:
+    exp = ex.load_experiment(_write(tmp_path))
+    sub = exp.restrict(ratios=[0.2], seeds=[1, 2])
+    ids = [c.id for c in sub.cells()]
+    assert ids[0] == "supervised__r0.2__s1"
+    assert len(ids) == 2 * (2 + 1)  # two rows at 20% + fully supervised, seeds 1 and 2
+    assert "fully-supervised__r1__s1" in ids and not any("__s0" in i or "r0.1" in i for i in ids)
+    assert exp.cells()[0].id == "supervised__r0.1__s0"  # the original is unchanged
+    with pytest.raises(ConfigError, match=r"ratio 0\.3"):
+        exp.restrict(ratios=[0.3])
+    with pytest.raises(ConfigError, match="seed 7"):
+        exp.restrict(seeds=[7])
+
+
 @pytest.mark.parametrize(
     ("change", "match"),
     [

@@ -197,6 +197,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-cells", type=int, default=None, help="stop after running this many cells")
     p.add_argument(
+        "--ratios",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="R",
+        help="only these of the file's labeled ratios (rows with their own ratios, e.g. fully supervised, are kept)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="S",
+        help="only these of the file's seeds",
+    )
+    p.add_argument(
         "--stale-after",
         type=float,
         default=1800.0,
@@ -359,7 +375,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_experiment(args: argparse.Namespace) -> int:
     from ssmd.engine.experiment import cell_status, load_experiment, run_experiment, write_report
 
-    exp = load_experiment(args.config, output_dir=args.output_dir)
+    exp = load_experiment(args.config, output_dir=args.output_dir).restrict(
+        ratios=args.ratios, seeds=args.seeds
+    )
     cells = exp.cells()
     if args.dry_run:
         print(f"{exp.name}: {len(cells)} cells in {exp.output_dir}")

@@ -165,6 +165,35 @@ class Experiment:
                         out.append(Cell(m, ratio, seed))
         return out
 
+    def restrict(
+        self, ratios: list[float] | None = None, seeds: list[int] | None = None
+    ) -> Experiment:
+        """The same experiment with only the given shared ``ratios`` and/or ``seeds``.
+
+        A row with its own ratios (e.g. fully supervised at 1.0) keeps them: ``--ratios 0.1
+        0.2`` runs Table 1's 10% and 20% columns and its reference row. Finished cells of the
+        other ratios / seeds stay on disk but are not run or reported by this object.
+
+        Raises:
+            ConfigError: a ratio or seed the experiment file does not list.
+        """
+        out = copy.copy(self)
+        if ratios is not None:
+            missing = [r for r in ratios if not any(abs(r - x) < 1e-9 for x in self.ratios)]
+            if missing:
+                raise ConfigError(
+                    f"{self.source}: ratio {missing[0]:g} is not in the file's ratios {self.ratios}"
+                )
+            out.ratios = [x for x in self.ratios if any(abs(r - x) < 1e-9 for r in ratios)]
+        if seeds is not None:
+            missing_seeds = [s for s in seeds if s not in self.seeds]
+            if missing_seeds:
+                raise ConfigError(
+                    f"{self.source}: seed {missing_seeds[0]} is not in the file's seeds {self.seeds}"
+                )
+            out.seeds = [s for s in self.seeds if s in seeds]
+        return out
+
     def run_dir(self, cell: Cell) -> Path:
         return self.output_dir / "runs" / cell.id
 
