@@ -61,6 +61,10 @@ def test_registered_with_yaml_friendly_defaults() -> None:
     assert isinstance(method, SSMD) and method.ema.decay == 0.9
     with pytest.raises(ValueError, match=r"method\.beta"):
         build_method("ssmd", _tiny(), {"beta": 1})
+    combo = build_method("ssmd", _tiny(), {"feature_noise": "nrb+dropout"})
+    assert len(combo.noise_layers) == 4  # type: ignore[attr-defined]
+    # the teacher is a copy with the same (combined) layers, so Eq. (2) pairs every key
+    assert set(combo.teacher.state_dict()) == set(combo.model.state_dict())  # type: ignore[attr-defined]
 
 
 def test_teacher_is_frozen_outside_the_optimizer_and_in_eval() -> None:

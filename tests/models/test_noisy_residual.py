@@ -110,3 +110,37 @@ def test_alternatives_table4() -> None:
         insert_feature_perturbation(_tiny(), "nrb", stages=[0, 5])
     with pytest.raises(TypeError, match="ResNet"):
         insert_feature_perturbation(nn.Linear(2, 2), "nrb")
+
+
+def test_table4_combinations_nrb_then_second_kind() -> None:
+    model = _tiny()
+    inserted = insert_feature_perturbation(model, "nrb+dropout", drop_prob=0.3)
+    assert len(inserted) == 4  # both parts act after every stage
+    for m in inserted:
+        assert isinstance(m, nn.Sequential) and len(m) == 2
+        assert isinstance(m[0], NoisyResidualBlock) and isinstance(m[1], nn.Dropout)
+    state = model.state_dict()
+    assert "backbone.layer3.feature_noise.0.conv.weight" in state
+    fresh = _tiny()
+    fresh.load_state_dict(strip_feature_perturbations(state))  # still strips exactly
+    # NRB + DropBlock: DropBlock only joins the NRB in layer3/layer4 (its own stages)
+    mixed = insert_feature_perturbation(_tiny(), "nrb+dropblock", drop_prob=0.1)
+    assert [type(m).__name__ for m in mixed] == [
+        "NoisyResidualBlock",
+        "NoisyResidualBlock",
+        "Sequential",
+        "Sequential",
+    ]
+    # the combination is the composition, in the written order, in train mode only
+    block = insert_feature_perturbation(_tiny(), "nrb+noise", stages=[2], sigma=0.0, mu=1.0)[0]
+    x = torch.randn(1, 32, 4, 4)  # layer2's width in the tiny model
+    torch.manual_seed(0)
+    block.train()
+    expected_nrb = block[0](x)
+    torch.manual_seed(0)
+    assert torch.allclose(block(x), expected_nrb + 1.0)
+    block.eval()
+    assert torch.equal(block(x), x)
+    for bad in ("nrb+nrb", "nrb+none", "nrb+gaussian"):
+        with pytest.raises(ValueError, match="combination"):
+            insert_feature_perturbation(_tiny(), bad)

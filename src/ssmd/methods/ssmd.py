@@ -58,7 +58,11 @@ from ssmd.methods.schedules import RAMPS, consistency_weight
 from ssmd.models.detectors.retinanet import DenseOutputs, RetinaNet
 from ssmd.models.ema import BufferPolicy, ModelEma, TeacherInit, create_teacher
 from ssmd.models.layers.noisy_residual import PERTURBATION_NAME
-from ssmd.models.layers.perturb import FEATURE_NOISE_KINDS, insert_feature_perturbation
+from ssmd.models.layers.perturb import (
+    FEATURE_NOISE_KINDS,
+    insert_feature_perturbation,
+    parse_feature_noise,
+)
 from ssmd.structures.sample import Batch
 
 __all__ = ["SSMD"]
@@ -95,8 +99,9 @@ class SSMD(Method):
         acc: adaptive weight of Eq. (4) (``False``: CSD's unweighted cost, Table 3).
         components: consistency terms, a subset of ``"cxywh"`` (Table 7).
         levels: number of finest pyramid levels regularised (Table 9); ``None``: all.
-        feature_noise: ``"nrb"``, ``"dropout"``, ``"dropblock"``, ``"noise"`` or ``"none"``
-            (Table 4; :mod:`ssmd.models.layers.perturb`).
+        feature_noise: ``"nrb"``, ``"dropout"``, ``"dropblock"``, ``"noise"``, ``"none"``, or
+            Table 4's combinations ``"nrb+dropout"`` / ``"nrb+noise"``
+            (:mod:`ssmd.models.layers.perturb`).
         noise_stages: ResNet stages (1..4) that get the feature noise; ``None``: the
             kind's default (all four; ``layer3, layer4`` for DropBlock).
         gamma: NRB sigmoid scale (0.9, Sec. 4.2).
@@ -199,8 +204,15 @@ class SSMD(Method):
                 f"got activation={activation!r} (set model.activation=softmax)"
             )
         kind = "none" if feature_noise is None else str(feature_noise)
-        if kind not in FEATURE_NOISE_KINDS:
-            raise _fail("feature_noise", feature_noise, f"expected one of {FEATURE_NOISE_KINDS}")
+        try:
+            parse_feature_noise(kind)
+        except ValueError:
+            raise _fail(
+                "feature_noise",
+                feature_noise,
+                f"expected one of {FEATURE_NOISE_KINDS} or a '+' combination (Table 4: "
+                "'nrb+dropout', 'nrb+noise')",
+            ) from None
         if teacher_init not in ("copy", "independent"):
             raise _fail("teacher_init", teacher_init, "expected 'copy' or 'independent'")
         if ema_buffers not in ("ema", "copy"):

@@ -10,7 +10,13 @@
   ``torchvision.ops.DropBlock2d`` / ``DropBlock3d``;
 * ``"noise"``: plain additive Gaussian noise ``X + N(mu, sigma)`` after every stage (the
   NRB without its learned gate);
-* ``"none"``: nothing is inserted.
+* ``"none"``: nothing is inserted;
+* ``"nrb+dropout"``, ``"nrb+noise"`` (any ``+``-joined kinds): the "naive combinations" of
+  Table 4's last two rows (Sec. 4.5.3). Each part perturbs its own default stages; where
+  several meet, they run in the order written (the NRB first, then dropout / noise: the
+  paper does not say) as one ``nn.Sequential`` child, so a lone kind keeps its state-dict
+  keys (``layer3.feature_noise.conv.weight``) and a combination's NRB is
+  ``layer3.feature_noise.0.conv.weight``.
 
 All are active in ``train()`` mode only and are the identity in ``eval()`` mode. They are
 appended as the child ``feature_noise`` of the chosen ``layer{i}`` (see
@@ -38,6 +44,7 @@ __all__ = [
     "FeatureNoiseKind",
     "GaussianFeatureNoise",
     "insert_feature_perturbation",
+    "parse_feature_noise",
     "strip_feature_perturbations",
 ]
 
@@ -79,6 +86,22 @@ class GaussianFeatureNoise(nn.Module):
         return f"mu={self.mu}, sigma={self.sigma}"
 
 
+def parse_feature_noise(kind: str) -> tuple[str, ...]:
+    """The parts of a feature-noise ``kind``: ``"nrb+noise"`` -> ``("nrb", "noise")``.
+
+    Raises:
+        ValueError: an unknown part, a repeated part, or ``"none"`` inside a combination.
+    """
+    parts = tuple(p.strip() for p in str(kind).split("+"))
+    bad = [p for p in parts if p not in FEATURE_NOISE_KINDS]
+    if bad or len(set(parts)) != len(parts) or (len(parts) > 1 and "none" in parts):
+        raise ValueError(
+            f"feature noise kind must be one of {FEATURE_NOISE_KINDS} or a '+'-joined "
+            f"combination of distinct kinds other than 'none' (e.g. 'nrb+dropout'), got {kind!r}"
+        )
+    return parts
+
+
 def insert_feature_perturbation(
     model: nn.Module,
     kind: str,
@@ -95,8 +118,9 @@ def insert_feature_perturbation(
 
     Args:
         model: detector with a ResNet ``backbone`` (modified in place).
-        kind: ``"nrb"``, ``"dropout"``, ``"dropblock"``, ``"noise"`` or ``"none"``.
-        stages: 1-based stages; default :data:`DEFAULT_STAGES` of ``kind``.
+        kind: ``"nrb"``, ``"dropout"``, ``"dropblock"``, ``"noise"``, ``"none"`` or a
+            ``+``-joined combination such as ``"nrb+dropout"`` (module docstring).
+        stages: 1-based stages for every part; default :data:`DEFAULT_STAGES` of each part.
         gamma: NRB sigmoid scale (Eq. (7)).
         mu: noise mean (``nrb``, ``noise``).
         sigma: noise standard deviation (``nrb``, ``noise``).
@@ -112,20 +136,31 @@ def insert_feature_perturbation(
     Raises:
         ValueError: unknown ``kind`` or bad probability.
     """
-    if kind not in FEATURE_NOISE_KINDS:
-        raise ValueError(f"feature noise kind must be one of {FEATURE_NOISE_KINDS}, got {kind!r}")
-    if kind == "none":
+    parts = parse_feature_noise(kind)
+    if parts == ("none",):
         return []
-    chosen = tuple(DEFAULT_STAGES[kind] if stages is None else stages)
-    if kind in ("dropout", "dropblock") and not 0.0 <= drop_prob < 1.0:
+    if {"dropout", "dropblock"} & set(parts) and not 0.0 <= drop_prob < 1.0:
         raise ValueError(f"drop_prob must be in [0, 1), got {drop_prob}")
-    if kind == "nrb":
-        return append_to_stages(
-            model, chosen, lambda _, c: NoisyResidualBlock(c, gamma, mu, sigma, spatial_dims)
-        )
-    if kind == "dropout":
-        return append_to_stages(model, chosen, lambda _, __: nn.Dropout(drop_prob))
-    if kind == "dropblock":
-        block = DropBlock2d if spatial_dims == 2 else DropBlock3d
-        return append_to_stages(model, chosen, lambda _, __: block(drop_prob, block_size))
-    return append_to_stages(model, chosen, lambda _, __: GaussianFeatureNoise(mu, sigma))
+    given = None if stages is None else tuple(int(s) for s in stages)
+
+    def build(part: str, channels: int) -> nn.Module:
+        if part == "nrb":
+            return NoisyResidualBlock(channels, gamma, mu, sigma, spatial_dims)
+        if part == "dropout":
+            return nn.Dropout(drop_prob)
+        if part == "dropblock":
+            block = DropBlock2d if spatial_dims == 2 else DropBlock3d
+            return block(drop_prob, block_size)
+        return GaussianFeatureNoise(mu, sigma)
+
+    def parts_at(stage: int) -> list[str]:
+        return [p for p in parts if stage in (DEFAULT_STAGES[p] if given is None else given)]
+
+    def factory(stage: int, channels: int) -> nn.Module:
+        modules = [build(p, channels) for p in parts_at(stage)]
+        return modules[0] if len(modules) == 1 else nn.Sequential(*modules)
+
+    chosen = sorted({s for p in parts for s in (DEFAULT_STAGES[p] if given is None else given)})
+    if given is not None and len(set(given)) != len(given):
+        chosen = list(given)  # let append_to_stages name the repeated stage
+    return append_to_stages(model, chosen, factory)
