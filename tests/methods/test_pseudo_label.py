@@ -156,8 +156,10 @@ def test_two_stages_from_one_run(tmp_path: Path) -> None:
             "method.cutout_reference=128",
         ],
     )
-    summary = run_training(config, log=lambda s: None)
+    logs: list[str] = []
+    summary = run_training(config, log=logs.append)
     out = tmp_path / "pl"
+    assert not any("WARNING" in line for line in logs)  # dense pseudo labels: no warning
     assert (out / "stage1" / "best.pt").is_file() and (out / "best.pt").is_file()
     saved = json.loads((out / "test_metrics.json").read_text())
     assert saved["method"] == "pseudo_label" and "stage1" in saved and "AP" in saved["test"]
@@ -167,6 +169,12 @@ def test_two_stages_from_one_run(tmp_path: Path) -> None:
     assert pseudo["threshold"] == 0.0 and len(pseudo["images"]) == saved["unlabeled_images"]
     assert json.loads((out / "stage1" / "test_metrics.json").read_text())["method"] == "supervised"
     # a second call reuses stage 1 (its metrics file is not rewritten)
+    # (with a threshold no score reaches: the sparse-pseudo-label warning names the threshold)
     mtime = (out / "stage1" / "test_metrics.json").stat().st_mtime_ns
-    run_training(config, log=lambda s: None)
+    config["method"]["threshold"] = 1.0
+    logs.clear()
+    again = run_training(config, log=logs.append)
     assert (out / "stage1" / "test_metrics.json").stat().st_mtime_ns == mtime
+    assert again["pseudo_labels"]["boxes"] == 0
+    assert again["pseudo_labels"]["boxes_per_labeled_image"] > 0
+    assert any("WARNING" in line and "threshold 1.0" in line for line in logs)

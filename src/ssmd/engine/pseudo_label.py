@@ -180,10 +180,27 @@ def run_pseudo_label(
                 }
             )
         )
+        labeled = data.indices("labeled")
+        per_labeled = sum(len(data.dataset.annotation(i)[0]) for i in labeled) / max(
+            len(labeled), 1
+        )
+        per_pseudo = stats["boxes"] / max(stats["images_with_boxes"], 1)
+        stats.update(boxes_per_labeled_image=per_labeled, boxes_per_pseudo_labeled_image=per_pseudo)
         log(
             f"pseudo_label: {stats['boxes']} boxes with score >= {threshold} on "
-            f"{stats['images_with_boxes']}/{stats['images']} unlabeled images"
+            f"{stats['images_with_boxes']}/{stats['images']} unlabeled images "
+            f"({per_pseudo:.1f} per kept image; the labeled images have {per_labeled:.1f})"
         )
+        if stats["images_with_boxes"] == 0 or per_pseudo < 0.25 * per_labeled:
+            # Every object of a kept image without a pseudo box is trained as background, so
+            # sparse pseudo labels teach the detector to miss objects (focal-loss detectors
+            # are under-confident: few scores reach STAC's 0.9).
+            log(
+                "pseudo_label: WARNING few stage-1 detections reach the threshold "
+                f"{threshold}: stage 2 trains the unmarked objects of kept images as "
+                "background. Look at the stage-1 score distribution "
+                f"({out / 'pseudo_labels.json'}) and consider a lower method.threshold."
+            )
         return DataBundle(data.dataset, data.split, PseudoLabeledSamples(data.samples, pseudo))
 
     out.mkdir(parents=True, exist_ok=True)
