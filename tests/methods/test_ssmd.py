@@ -4,6 +4,7 @@ supervised step when every component is off, rotated boxes, options and validati
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -249,3 +250,31 @@ def test_ssmd_rotation_replaces_the_pipeline_rotation() -> None:
     assert SSMD(_tiny()).augment_overrides() == {"rotate": 0.0}
     assert SSMD(_tiny(), rotate=0.0).augment_overrides() == {}
     assert Supervised(_tiny()).augment_overrides() == {}
+
+
+def test_teacher_weights_load_a_trained_detector_and_alpha_1_keeps_it(tmp_path: Path) -> None:
+    from ssmd.engine.checkpoint import save_checkpoint
+
+    trained = _tiny()
+    torch.manual_seed(1)
+    for p in trained.parameters():
+        p.data.normal_()
+    path = tmp_path / "best.pt"
+    save_checkpoint({"kind": "ssmd-model", "model": trained.state_dict()}, path)
+    method = SSMD(_tiny(), alpha=1.0, teacher_weights=str(path))  # NRB keys are not in the file
+    reference = trained.state_dict()
+    for k, v in method.teacher.state_dict().items():
+        if ".feature_noise." not in f".{k}":
+            assert torch.equal(v, reference[k]), k
+    before = copy.deepcopy(method.teacher.state_dict())
+    for p in method.model.parameters():
+        p.data.add_(1.0)
+    method.after_step(1)
+    assert all(torch.equal(v, before[k]) for k, v in method.teacher.state_dict().items())
+    other = build_retinanet("resnet18", width_multiplier=0.5, fpn_channels=16, head_convs=1)
+    save_checkpoint({"kind": "ssmd-model", "model": other.state_dict()}, path)
+    with pytest.raises(ValueError, match="teacher_weights"):
+        SSMD(_tiny(), teacher_weights=str(path))
+    save_checkpoint({"kind": "ssmd-train", "method": {}}, path)
+    with pytest.raises(ValueError, match=r"best\.pt"):
+        SSMD(_tiny(), teacher_weights=str(path))

@@ -94,6 +94,10 @@ class SSMD(Method):
             layers are inserted into it in place.
         alpha: EMA factor of Eq. (2) (0.99, Table 6).
         teacher_init: ``"copy"`` or ``"independent"`` (:func:`~ssmd.models.ema.create_teacher`).
+        teacher_weights: optional model checkpoint (a run's ``best.pt``) whose student weights
+            replace the teacher's initial weights — not in the paper: with ``alpha=1`` the
+            teacher stays that trained model (distillation through the consistency cost),
+            the "oracle teacher" diagnostic of ``docs/benchmarks.md``.
         ema_buffers: ``"ema"`` or ``"copy"`` for BatchNorm running statistics.
         ema_warmup: mean-teacher warm-up ``alpha_n = min(alpha, 1 - 1/(n + 1))``.
         acc: adaptive weight of Eq. (4) (``False``: CSD's unweighted cost, Table 3).
@@ -134,6 +138,7 @@ class SSMD(Method):
     defaults: ClassVar[dict[str, Any]] = {
         "alpha": 0.99,
         "teacher_init": "copy",
+        "teacher_weights": None,
         "ema_buffers": "ema",
         "ema_warmup": False,
         "acc": True,
@@ -168,6 +173,7 @@ class SSMD(Method):
         model: nn.Module,
         alpha: float = 0.99,
         teacher_init: TeacherInit = "copy",
+        teacher_weights: str | None = None,
         ema_buffers: BufferPolicy = "ema",
         ema_warmup: bool = False,
         acc: bool = True,
@@ -282,10 +288,35 @@ class SSMD(Method):
             block_size=int(dropblock_size),
         )
         self.teacher = create_teacher(model, init=teacher_init)
+        if teacher_weights is not None:
+            self._load_teacher_weights(str(teacher_weights))
         self.ema = ModelEma(self.alpha, buffers=ema_buffers, warmup=bool(ema_warmup))
         self._set_teacher_mode()
 
     # ------------------------------------------------------------------ modes / teacher
+    def _load_teacher_weights(self, path: str) -> None:
+        """Teacher weights from the ``model`` (student) entry of a model checkpoint."""
+        from ssmd.engine.checkpoint import load_checkpoint  # lazy: methods do not need engine
+
+        state = load_checkpoint(path)
+        if state.get("kind") != "ssmd-model" or "model" not in state:
+            raise _fail("teacher_weights", path, "expected a model checkpoint (a run's best.pt)")
+        try:
+            result = self.teacher.load_state_dict(state["model"], strict=False)
+        except RuntimeError as exc:  # shape mismatch
+            raise _fail(
+                "teacher_weights", path, f"its detector does not match this run's model: {exc}"
+            ) from None
+        marker = f".{PERTURBATION_NAME}."
+        missing = [k for k in result.missing_keys if marker not in f".{k}"]
+        if missing or result.unexpected_keys:
+            bad = (missing or result.unexpected_keys)[0]
+            raise _fail(
+                "teacher_weights",
+                path,
+                f"its detector does not match this run's model config (key {bad!r})",
+            )
+
     def _set_teacher_mode(self) -> None:
         """Teacher in eval mode; its feature-noise layers on only with ``teacher_noise``."""
         self.teacher.eval()
