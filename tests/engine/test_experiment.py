@@ -77,6 +77,15 @@ def test_restrict_keeps_reference_rows_and_rejects_unknown_values(tmp_path: Path
         exp.restrict(ratios=[0.3])
     with pytest.raises(ConfigError, match="seed 7"):
         exp.restrict(seeds=[7])
+    only = exp.restrict(rows=["ssmd-w-o-acc", "fully-SUPERVISED"], seeds=[0])
+    assert [c.id for c in only.cells()] == [
+        "ssmd-w-o-acc__r0.1__s0",
+        "ssmd-w-o-acc__r0.2__s0",
+        "fully-supervised__r1__s0",
+    ]
+    assert only.run_dir(only.cells()[0]) == exp.run_dir(exp.cells()[1])  # the grid's folder
+    with pytest.raises(ConfigError, match="row 'CSD'"):
+        exp.restrict(rows=["CSD"])
 
 
 @pytest.mark.parametrize(

@@ -213,6 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="only these of the file's seeds",
     )
     p.add_argument(
+        "--rows",
+        nargs="+",
+        default=None,
+        metavar="LABEL",
+        help="only these methods (row labels, e.g. Supervised SSMD); same cells as the full grid",
+    )
+    p.add_argument(
         "--stale-after",
         type=float,
         default=1800.0,
@@ -376,7 +383,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     from ssmd.engine.experiment import cell_status, load_experiment, run_experiment, write_report
 
     exp = load_experiment(args.config, output_dir=args.output_dir).restrict(
-        ratios=args.ratios, seeds=args.seeds
+        ratios=args.ratios, seeds=args.seeds, rows=args.rows
     )
     cells = exp.cells()
     if args.dry_run:

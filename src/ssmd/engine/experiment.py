@@ -166,18 +166,35 @@ class Experiment:
         return out
 
     def restrict(
-        self, ratios: list[float] | None = None, seeds: list[int] | None = None
+        self,
+        ratios: list[float] | None = None,
+        seeds: list[int] | None = None,
+        rows: list[str] | None = None,
     ) -> Experiment:
-        """The same experiment with only the given shared ``ratios`` and/or ``seeds``.
+        """The same experiment with only the given shared ``ratios``, ``seeds`` and/or ``rows``.
 
         A row with its own ratios (e.g. fully supervised at 1.0) keeps them: ``--ratios 0.1
         0.2`` runs Table 1's 10% and 20% columns and its reference row. Finished cells of the
         other ratios / seeds stay on disk but are not run or reported by this object.
 
+        ``rows`` are method labels (case-insensitive) or their slugs, e.g. ``["Supervised",
+        "SSMD"]`` runs those two rows first; the cells are the same (same folders) as in the
+        full grid.
+
         Raises:
-            ConfigError: a ratio or seed the experiment file does not list.
+            ConfigError: a ratio, seed or row the experiment file does not list.
         """
         out = copy.copy(self)
+        if rows is not None:
+            known = {m.label.lower(): m for m in self.methods} | {m.slug: m for m in self.methods}
+            unknown = [r for r in rows if r.lower() not in known]
+            if unknown:
+                raise ConfigError(
+                    f"{self.source}: row {unknown[0]!r} is not in the file's methods "
+                    f"{[m.label for m in self.methods]}"
+                )
+            wanted = {id(known[r.lower()]) for r in rows}
+            out.methods = [m for m in self.methods if id(m) in wanted]
         if ratios is not None:
             missing = [r for r in ratios if not any(abs(r - x) < 1e-9 for x in self.ratios)]
             if missing:
