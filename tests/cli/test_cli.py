@@ -184,6 +184,13 @@ def test_train_predict_evaluate_resume(tmp_path: Path) -> None:
         == 0
     )
     assert "AP50" in json.loads(metrics.read_text())
+    # without SRC: the run's own test part, the numbers run_training reported for best.pt
+    assert main(["evaluate", "--checkpoint", str(out / "best.pt"), "--out", str(metrics)]) == 0
+    own = json.loads(metrics.read_text())
+    reported = json.loads((out / "test_metrics.json").read_text())["test"]
+    assert own["AP"] == pytest.approx(reported["AP"]) and own["AP50"] == pytest.approx(
+        reported["AP50"]
+    )
 
 
 def test_demo_quick_writes_table_overlays_and_froc(tmp_path: Path) -> None:

@@ -128,10 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         default=None,
         metavar="SRC",
-        help="dataset to predict on (with --checkpoint)",
+        help="dataset to predict on (with --checkpoint; without SRC a checkpoint is evaluated on its run's --part)",
     )
     p.add_argument("--image-root", default=None, help="image folder of a COCO SRC")
     p.add_argument("--model", default="student", choices=("student", "teacher"))
+    p.add_argument(
+        "--part",
+        default="test",
+        choices=("val", "test"),
+        help="with --checkpoint and no SRC: the part of the run's own split to evaluate (default test)",
+    )
     p.add_argument("--iou-type", default="bbox", choices=("bbox",), help="only boxes are evaluated")
     p.add_argument(
         "--max-dets",
@@ -319,9 +325,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     if is_classification_checkpoint(args.checkpoint):
         return cmd_evaluate(args)
+    if args.checkpoint and args.src is None:  # the run's own held-out part
+        from ssmd.engine.build import evaluate_checkpoint
+
+        part_metrics = evaluate_checkpoint(args.checkpoint, args.part, args.model)
+        print(f"{args.checkpoint} ({args.model}) on its run's {args.part} part:")
+        _print_metrics(part_metrics)
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(part_metrics, indent=2))
+        return 0
     if args.checkpoint:
-        if args.format is None or args.src is None:
-            raise SystemExit("ssmd evaluate --checkpoint needs --format F and SRC")
+        if args.format is None:
+            raise SystemExit("ssmd evaluate --checkpoint CKPT SRC needs --format F")
         from ssmd.data.datasets.coco import to_coco_dict
 
         dataset, preds, _ = _predict(args)

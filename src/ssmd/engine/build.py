@@ -125,11 +125,13 @@ class DataBundle:
         return to_coco_dict(self.dataset, self.indices(part))
 
 
-def build_data(config: dict[str, Any]) -> DataBundle:
-    """Dataset, split (drawn, or loaded from ``split.manifest``) and prepared samples."""
+def build_data(config: dict[str, Any], split: Split | None = None) -> DataBundle:
+    """Dataset, split (``split``, else loaded from ``split.manifest``, else drawn) and samples."""
     dataset = dataset_from_config(config["data"])
     sp = config["split"]
-    if sp.get("manifest"):
+    if split is not None:
+        split.check_dataset(dataset)
+    elif sp.get("manifest"):
         split = Split.from_json(sp["manifest"], dataset)
     else:
         split = make_split(
@@ -376,6 +378,34 @@ def load_model(checkpoint: str | Path, which: str = "student") -> tuple[RetinaNe
     model.load_state_dict(strip_feature_perturbations(weights))
     model.eval()
     return model, state
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path, part: str = "test", which: str = "student", batch_size: int = 4
+) -> dict[str, float]:
+    """Metrics of a run's checkpoint on a part (``val`` / ``test``) of that run's own split.
+
+    The dataset comes from the checkpoint's config and the split from the checkpoint itself,
+    so the images are exactly the ones the run held out (``which``: student or teacher).
+
+    Raises:
+        CheckpointError: not a model checkpoint of a detection run, or it has no split.
+    """
+    model, state = load_model(checkpoint, which)
+    if "split" not in state:
+        raise CheckpointError(f"{checkpoint}: field 'split' missing: pass a dataset (SRC) instead")
+    config = state["config"]
+    data = build_data(config, Split.from_dict(state["split"], source=checkpoint))
+    preds = predict_samples(
+        model,
+        data.samples,
+        data.indices(part),
+        batch_size=batch_size,
+        normalize=normalize_transform(config["data"]),
+    )
+    return evaluate_predictions(
+        data.gt(part), preds, config["eval"], data.dataset.label_to_category
+    )
 
 
 def predict_dataset(
