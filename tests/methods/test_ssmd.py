@@ -271,6 +271,13 @@ def test_teacher_weights_load_a_trained_detector_and_alpha_1_keeps_it(tmp_path: 
         p.data.add_(1.0)
     method.after_step(1)
     assert all(torch.equal(v, before[k]) for k, v in method.teacher.state_dict().items())
+    # an SSMD run's best.pt (with NRB keys) also starts a teacher without feature noise
+    save_checkpoint({"kind": "ssmd-model", "model": method.model.state_dict()}, path)
+    plain = SSMD(_tiny(), feature_noise="none", teacher_weights=str(path))
+    assert torch.equal(
+        plain.teacher.state_dict()["backbone.conv1.weight"],
+        method.model.state_dict()["backbone.conv1.weight"],
+    )
     other = build_retinanet("resnet18", width_multiplier=0.5, fpn_channels=16, head_convs=1)
     save_checkpoint({"kind": "ssmd-model", "model": other.state_dict()}, path)
     with pytest.raises(ValueError, match="teacher_weights"):

@@ -57,7 +57,7 @@ from ssmd.methods.perturb import (
 from ssmd.methods.schedules import RAMPS, consistency_weight
 from ssmd.models.detectors.retinanet import DenseOutputs, RetinaNet
 from ssmd.models.ema import BufferPolicy, ModelEma, TeacherInit, create_teacher
-from ssmd.models.layers.noisy_residual import PERTURBATION_NAME
+from ssmd.models.layers.noisy_residual import PERTURBATION_NAME, strip_feature_perturbations
 from ssmd.models.layers.perturb import (
     FEATURE_NOISE_KINDS,
     insert_feature_perturbation,
@@ -302,7 +302,9 @@ class SSMD(Method):
         if state.get("kind") != "ssmd-model" or "model" not in state:
             raise _fail("teacher_weights", path, "expected a model checkpoint (a run's best.pt)")
         try:
-            result = self.teacher.load_state_dict(state["model"], strict=False)
+            # the source's own noise layers (an SSMD run's best.pt) are identity in eval mode
+            weights = strip_feature_perturbations(state["model"])
+            result = self.teacher.load_state_dict(weights, strict=False)
         except RuntimeError as exc:  # shape mismatch
             raise _fail(
                 "teacher_weights", path, f"its detector does not match this run's model: {exc}"

@@ -160,7 +160,7 @@ def insert_feature_perturbation(
         modules = [build(p, channels) for p in parts_at(stage)]
         return modules[0] if len(modules) == 1 else nn.Sequential(*modules)
 
-    chosen = sorted({s for p in parts for s in (DEFAULT_STAGES[p] if given is None else given)})
-    if given is not None and len(set(given)) != len(given):
-        chosen = list(given)  # let append_to_stages name the repeated stage
-    return append_to_stages(model, chosen, factory)
+    chosen = (
+        list(given) if given is not None else sorted({s for p in parts for s in DEFAULT_STAGES[p]})
+    )
+    return append_to_stages(model, chosen, factory)  # validates the stage numbers
