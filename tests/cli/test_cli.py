@@ -37,6 +37,25 @@ def test_help_explains_every_command(capsys: pytest.CaptureFixture[str]) -> None
     assert "--max-dets" in capsys.readouterr().out
 
 
+def test_help_texts_render_percent_signs_once() -> None:
+    """argparse only %-formats some strings; a literal '%%' must never reach the reader."""
+    import argparse
+
+    parser = build_parser()
+    texts = [parser.format_help()]
+    stack = [parser]
+    while stack:
+        current = stack.pop()
+        for action in current._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    texts.append(sub.format_help())
+                    stack.append(sub)
+    assert len(texts) > 5
+    for text in texts:
+        assert "%%" not in text, text
+
+
 def test_synth_convert_stats_and_evaluate_round_trip(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
