@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo",
         help="the main job: synthetic data, supervised 100%% / 10%% and SSMD 10%% labels, table, overlays, FROC plot",
-        description="Generate the synthetic nuclei default, train the supervised detector with 100% and with 10% of the labels and SSMD with the same 10% plus the rest as unlabeled images, evaluate all three on a held-out synthetic test set, print a table and save overlays and a FROC plot (~15 min on 2 idle CPU cores).",
+        description="Generate the synthetic nuclei default, train the supervised detector with 100% and with 10% of the labels and SSMD with the same 10% plus the rest as unlabeled images, evaluate all three on a held-out synthetic test set, print a table and save overlays and a FROC plot (~16 min on 2 idle CPU cores).",
     )
     p.add_argument("--output-dir", default="demo_output", help="where runs, overlays and plots go")
     p.add_argument(
