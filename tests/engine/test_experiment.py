@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -232,6 +233,17 @@ def test_percent_scaling_and_missing_cells(tmp_path: Path) -> None:
     assert cell["mean"] == pytest.approx(45.0) and cell["n"] == 2
     table = (exp.output_dir / "table.md").read_text()
     assert "45.0 ± 7.1" in table and "—" in table and "Finished cells: 2/10" in table
+
+
+def test_single_seed_cell_shows_no_spread(tmp_path: Path) -> None:
+    exp = ex.load_experiment(_write(tmp_path, ratios=[0.1], seeds=[0, 1]))
+    _results(exp, {"Supervised": [0.4, 0.5], "SSMD w/o ACC": [0.3, 0.6]})
+    spec = next(m for m in exp.methods if m.label == "SSMD w/o ACC")
+    shutil.rmtree(exp.run_dir(ex.Cell(spec, 0.1, 1)))
+    ex.write_report(exp)
+    table = (exp.output_dir / "table.md").read_text()
+    assert "| SSMD w/o ACC | 30.0 (n=1) |" in table  # a std of one value would read as 0.0
+    assert "**45.0 ± 7.1** +15.0" in table and "n/a (< 2 paired seeds)" in table
 
 
 EXPERIMENTS = sorted((BASE.parent / "experiments").glob("*.yaml"))

@@ -630,6 +630,17 @@ def _pct(r: float) -> str:
     return f"{100 * r:g}%"
 
 
+def _cell_text(cell: dict[str, Any], digits: int, n_seeds: int) -> str:
+    """``mean ± std``; a single seed has no spread, so it shows the value alone with ``(n=1)``."""
+    if cell["n"] < 2:
+        text = f"{cell['mean']:.{digits}f}"
+    else:
+        text = f"{cell['mean']:.{digits}f} ± {cell['std']:.{digits}f}"
+    if cell["n"] < n_seeds:
+        text += f" (n={cell['n']})"
+    return text
+
+
 def format_table(exp: Experiment, summary: dict[str, Any], metric: str) -> str:
     """Table 1's layout for ``metric`` (markdown)."""
     digits = 1 if exp.percent else 3
@@ -649,9 +660,7 @@ def format_table(exp: Experiment, summary: dict[str, Any], metric: str) -> str:
             if cell is None:
                 row.append("—")
                 continue
-            text = f"{cell['mean']:.{digits}f} ± {cell['std']:.{digits}f}"
-            if cell["n"] < len(exp.seeds):
-                text += f" (n={cell['n']})"
+            text = _cell_text(cell, digits, len(exp.seeds))
             if entry.get("best") == m.label:
                 text = f"**{text}**"
                 if "gain" in entry:
@@ -665,9 +674,7 @@ def format_table(exp: Experiment, summary: dict[str, Any], metric: str) -> str:
         for r in m.ratios:
             cell = per_ratio.get(f"{r:g}", {}).get("cells", {}).get(m.label)
             if cell is not None:
-                parts.append(
-                    f"{cell['mean']:.{digits}f} ± {cell['std']:.{digits}f} at {_pct(r)} labels"
-                )
+                parts.append(f"{_cell_text(cell, digits, len(exp.seeds))} at {_pct(r)} labels")
         first = "; ".join(parts) if parts else "—"
         lines.append(f"| {m.label} | {first} |" + " |" * (len(ratios) - 1))
     pvals = []
