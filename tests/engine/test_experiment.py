@@ -246,6 +246,19 @@ def test_single_seed_cell_shows_no_spread(tmp_path: Path) -> None:
     assert "**45.0 ± 7.1** +15.0" in table and "n/a (< 2 paired seeds)" in table
 
 
+def test_a_restricted_worker_reports_the_whole_file(tmp_path: Path) -> None:
+    full = ex.load_experiment(_write(tmp_path, ratios=[0.1, 0.2], seeds=[0, 1]))
+    _results(full, {"Supervised": [0.4, 0.5]})
+    _results(full, {"SSMD w/o ACC": [0.3, 0.6]}, ratio=0.2)
+    worker = full.restrict(ratios=[0.1], seeds=[0], rows=["Supervised"])
+    assert [c.id for c in worker.cells()] == ["supervised__r0.1__s0"]
+    ex.write_report(worker)  # what a worker writes after its cell
+    table = (full.output_dir / "table.md").read_text()
+    assert "| 10% | 20% |" in table and "seeds [0, 1]" in table
+    assert "**45.0 ± 7.1**" in table and "**45.0 ± 21.2**" in table  # SSMD's 20% cell kept
+    assert "Finished cells: 4/" in table
+
+
 EXPERIMENTS = sorted((BASE.parent / "experiments").glob("*.yaml"))
 
 

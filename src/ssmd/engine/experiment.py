@@ -153,6 +153,7 @@ class Experiment:
     percent: bool = True
     source: Path = Path("<experiment>")
     description: str = ""
+    parent: Experiment | None = field(default=None, repr=False, compare=False)
 
     def cells(self) -> list[Cell]:
         """All cells, seed-major (a partial run already has paired cells), then ratio, then row."""
@@ -185,6 +186,7 @@ class Experiment:
             ConfigError: a ratio, seed or row the experiment file does not list.
         """
         out = copy.copy(self)
+        out.parent = self.parent or self
         if rows is not None:
             known = {m.label.lower(): m for m in self.methods} | {m.slug: m for m in self.methods}
             unknown = [r for r in rows if r.lower() not in known]
@@ -210,6 +212,25 @@ class Experiment:
                 )
             out.seeds = [s for s in self.seeds if s in seeds]
         return out
+
+    def report_view(self) -> Experiment:
+        """What the report covers, whatever subset (:meth:`restrict`) this worker runs.
+
+        Every row and seed of the file, and those of the file's shared ratios that this object
+        covers or that have a finished cell, so that workers running different
+        ``--rows`` / ``--seeds`` / ``--ratios`` of one output folder all write the same,
+        complete ``table.md`` instead of each overwriting it with its own slice.
+        """
+        full = self.parent or self
+        view = copy.copy(full)
+        view.parent = None
+        done = {
+            c.ratio
+            for c in full.cells()
+            if c.method.ratios is None and (full.run_dir(c) / "result.json").is_file()
+        }
+        view.ratios = [r for r in full.ratios if r in done or r in self.ratios]
+        return view
 
     def run_dir(self, cell: Cell) -> Path:
         return self.output_dir / "runs" / cell.id
@@ -703,7 +724,12 @@ def format_table(exp: Experiment, summary: dict[str, Any], metric: str) -> str:
 
 
 def write_report(exp: Experiment) -> dict[str, Any]:
-    """Write ``results.csv``, ``table.md``, ``summary.json`` and ``plot_<metric>.png``."""
+    """Write ``results.csv``, ``table.md``, ``summary.json`` and ``plot_<metric>.png``.
+
+    They cover :meth:`Experiment.report_view`: all finished cells of the file, not just the
+    rows / seeds / ratios this call's ``exp`` was restricted to.
+    """
+    exp = exp.report_view()
     exp.output_dir.mkdir(parents=True, exist_ok=True)
     rows = collect_results(exp)
     metric_keys = list(exp.metrics)
