@@ -355,3 +355,40 @@ def test_two_worker_processes_share_the_grid(tmp_path: Path) -> None:
     exp = ex.load_experiment(path)
     assert sorted(cells) == sorted(c.id for c in exp.cells())  # every cell once, none twice
     assert all((exp.run_dir(c) / "result.json").is_file() for c in exp.cells())
+
+
+def test_baseline_row_difference_and_p_value_equal_scipy(tmp_path: Path) -> None:
+    methods = [
+        {"label": "Supervised", "name": "supervised"},
+        {"label": "CSD", "name": "csd"},
+        {"label": "SSMD", "name": "ssmd"},
+        {"label": "Fully-supervised", "name": "supervised", "ratios": [1.0], "reference": True},
+    ]
+    exp = ex.load_experiment(
+        _write(tmp_path, ratios=[0.1], seeds=[0, 1, 2], methods=methods, baseline="Supervised")
+    )
+    sup, csd, ssmd = [0.30, 0.29, 0.32], [0.31, 0.29, 0.30], [0.20, 0.17, 0.18]
+    _results(exp, {"Supervised": sup, "CSD": csd, "SSMD": ssmd})
+    spec = next(m for m in exp.methods if m.label == "CSD")
+    shutil.rmtree(exp.run_dir(ex.Cell(spec, 0.1, 2)))  # CSD has seeds 0 and 1 only
+    vs = ex.write_report(exp)["metrics"]["AP"]["0.1"]["vs_baseline"]
+    assert set(vs) == {"CSD", "SSMD"}  # not the baseline itself, not the reference row
+    p_ssmd = float(stats.ttest_rel(ssmd, sup).pvalue)
+    p_csd = float(stats.ttest_rel(csd[:2], sup[:2]).pvalue)
+    assert vs["SSMD"]["p_value"] == pytest.approx(p_ssmd, rel=1e-12)
+    assert vs["CSD"]["p_value"] == pytest.approx(p_csd, rel=1e-12)
+    assert vs["CSD"]["paired_seeds"] == [0, 1]
+    assert vs["SSMD"]["diff"] == pytest.approx(100 * (sum(ssmd) - sum(sup)) / 3)
+    table = (exp.output_dir / "table.md").read_text()
+    assert "AP (x100) difference to Supervised:" in table
+    assert f"| SSMD | {100 * (sum(ssmd) - sum(sup)) / 3:+.1f} (p = {p_ssmd:.4f}) |" in table
+    # paired on CSD's seeds 0-1: +0.5, although the table's means differ by -0.3
+    assert vs["CSD"]["diff"] == pytest.approx(100 * (0.30 - 0.295))
+    assert f"| CSD | +0.5 (p = {p_csd:.4f}, n=2) |" in table
+
+
+def test_baseline_must_be_a_ranked_row(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="baseline = 'Fully-supervised'"):
+        ex.load_experiment(_write(tmp_path, baseline="Fully-supervised"))
+    with pytest.raises(ConfigError, match="baseline = 'Nope'"):
+        ex.load_experiment(_write(tmp_path, baseline="Nope"))

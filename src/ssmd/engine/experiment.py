@@ -10,6 +10,7 @@ An experiment file (``configs/experiments/*.yaml``) names a base config and the 
     seeds: [0, 1, 2]                           # training seeds (split.seed stays fixed)
     metrics: [AP, AP50, CPM]                   # first = the table's and the plot's main metric
     test: paired_t                             # paired_t (default) | wilcoxon | welch
+    baseline: Supervised                       # optional: every row's difference to this row
     percent: true                              # print metrics x 100 (Table 1 style)
     methods:
       - {label: Supervised, name: supervised}
@@ -32,7 +33,9 @@ runs. A lock is stale when its process is gone (same host) or it was not refresh
 **Report** (rewritten after every cell, from whatever has finished): ``results.csv`` (one
 row per finished cell), ``table.md`` (Table 1's layout per metric: mean +- std over seeds,
 the best of the ranked methods in bold with its gain over the second best, and the p-value
-between the two, paired by seed, with the test named), ``summary.json`` and
+between the two, paired by seed, with the test named; with ``baseline`` set, a second table
+per metric gives every ranked row's difference to the baseline row and its p-value, the
+question a semi-supervised user asks first), ``summary.json`` and
 ``plot_<metric>.png`` (the main metric against the labeled ratio, one line per method).
 """
 
@@ -89,6 +92,7 @@ _TOP_KEYS = {
     "test",
     "percent",
     "methods",
+    "baseline",
 }
 _METHOD_KEYS = {"label", "name", "params", "overrides", "ratios", "reference"}
 HEARTBEAT_SECONDS = 60.0
@@ -153,6 +157,7 @@ class Experiment:
     percent: bool = True
     source: Path = Path("<experiment>")
     description: str = ""
+    baseline: str | None = None
     parent: Experiment | None = field(default=None, repr=False, compare=False)
 
     def cells(self) -> list[Cell]:
@@ -356,6 +361,13 @@ def load_experiment(path: str | Path, output_dir: str | Path | None = None) -> E
                 src, f"{where}.label", spec.label, "labels must be unique (as folder names)"
             )
         methods.append(spec)
+    baseline = raw.get("baseline")
+    if baseline is not None:
+        ranked = [s.label for s in methods if not s.reference]
+        if baseline not in ranked:
+            raise _fail(
+                src, "baseline", baseline, f"expected a ranked row's label, one of {ranked}"
+            )
     out = (
         Path(output_dir)
         if output_dir is not None
@@ -374,6 +386,7 @@ def load_experiment(path: str | Path, output_dir: str | Path | None = None) -> E
         percent=bool(raw.get("percent", True)),
         source=src,
         description=str(raw.get("description", "")),
+        baseline=None if baseline is None else str(baseline),
     )
     try:  # every row's config must load (typos in overrides fail now, not hours later)
         base_cfg = load_config(base, exp.overrides)
@@ -603,6 +616,23 @@ def _values(rows: list[dict[str, Any]], label: str, ratio: float, metric: str) -
     return out
 
 
+def _versus(a: dict[str, Any], b: dict[str, Any], test: str, scale: float) -> dict[str, Any]:
+    """Row ``a`` against row ``b`` on the seeds both have: the mean paired difference (x
+    ``scale``) and, from 2 such seeds on, the p-value. ``{}`` without a common seed."""
+    seeds = sorted(set(a["by_seed"]) & set(b["by_seed"]))
+    if not seeds:
+        return {}
+    xa = [a["by_seed"][s] for s in seeds]
+    xb = [b["by_seed"][s] for s in seeds]
+    out: dict[str, Any] = {
+        "diff": scale * sum(x - y for x, y in zip(xa, xb, strict=True)) / len(seeds),
+        "paired_seeds": seeds,
+    }
+    if len(seeds) >= 2:
+        out["p_value"] = compare(xa, xb, test=test)["p_value"]  # type: ignore[arg-type]
+    return out
+
+
 def summarize(exp: Experiment, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Per metric and ratio: mean/std/n per row, the best ranked row, its gain and the p-value."""
     scale = 100.0 if exp.percent else 1.0
@@ -642,6 +672,13 @@ def summarize(exp: Experiment, rows: list[dict[str, Any]]) -> dict[str, Any]:
                     )
                     entry["p_value"] = res["p_value"]
                     entry["paired_seeds"] = seeds
+            if ratio in ratios and exp.baseline in cells:
+                versus = {
+                    lab: _versus(cells[lab], cells[exp.baseline], exp.test, scale)
+                    for lab in ranked
+                    if lab != exp.baseline
+                }
+                entry["vs_baseline"] = {lab: v for lab, v in versus.items() if v}
             per_ratio[f"{ratio:g}"] = entry
         out["metrics"][metric] = per_ratio
     return out
@@ -720,7 +757,43 @@ def format_table(exp: Experiment, summary: dict[str, Any], metric: str) -> str:
         + (f" ({'; '.join(pairs)})" if pairs else "")
         + "."
     )
+    if exp.baseline is not None and any("vs_baseline" in e for e in per_ratio.values()):
+        lines += ["", *_baseline_table(exp, per_ratio, metric, digits, ratios)]
     return "\n".join(lines)
+
+
+def _baseline_table(
+    exp: Experiment, per_ratio: dict[str, Any], metric: str, digits: int, ratios: list[float]
+) -> list[str]:
+    """Every ranked row's difference to ``exp.baseline`` and its p-value, per ratio."""
+    unit = " (x100)" if exp.percent else ""
+    lines = [
+        f"{metric}{unit} difference to {exp.baseline}:",
+        "",
+        "| Method | " + " | ".join(_pct(r) for r in ratios) + " |",
+        "|---|" + "---:|" * len(ratios),
+    ]
+    for m in exp.methods:
+        if m.reference or m.label == exp.baseline:
+            continue
+        row = []
+        for r in ratios:
+            vs = per_ratio.get(f"{r:g}", {}).get("vs_baseline", {}).get(m.label)
+            if vs is None:
+                row.append("—")
+                continue
+            n = len(vs["paired_seeds"])
+            p = f"p = {vs['p_value']:.4f}" if "p_value" in vs else "p n/a"
+            note = f", n={n}" if n < len(exp.seeds) else ""
+            row.append(f"{vs['diff']:+.{digits}f} ({p}{note})")
+        lines.append(f"| {m.label} | " + " | ".join(row) + " |")
+    lines += [
+        "",
+        f"Mean difference over the seeds both rows have (n: their number where fewer than "
+        f"{len(exp.seeds)}), so it may differ from the difference of the means above; "
+        f"*p*-value: {TEST_NAMES[exp.test]} (scipy) on those seeds (none below 2).",
+    ]
+    return lines
 
 
 def write_report(exp: Experiment) -> dict[str, Any]:
