@@ -663,15 +663,10 @@ def summarize(exp: Experiment, rows: list[dict[str, Any]]) -> dict[str, Any]:
                 a, b = ranked[0], ranked[1]
                 entry["second"] = b
                 entry["gain"] = cells[a]["mean"] - cells[b]["mean"]
-                seeds = sorted(set(cells[a]["by_seed"]) & set(cells[b]["by_seed"]))
-                if len(seeds) >= 2:
-                    res = compare(
-                        [cells[a]["by_seed"][s] for s in seeds],
-                        [cells[b]["by_seed"][s] for s in seeds],
-                        test=exp.test,  # type: ignore[arg-type]
-                    )
-                    entry["p_value"] = res["p_value"]
-                    entry["paired_seeds"] = seeds
+                top_two = _versus(cells[a], cells[b], exp.test, scale)
+                if "p_value" in top_two:
+                    entry["p_value"] = top_two["p_value"]
+                    entry["paired_seeds"] = top_two["paired_seeds"]
             if ratio in ratios and exp.baseline in cells:
                 versus = {
                     lab: _versus(cells[lab], cells[exp.baseline], exp.test, scale)
