@@ -392,3 +392,47 @@ def test_baseline_must_be_a_ranked_row(tmp_path: Path) -> None:
         ex.load_experiment(_write(tmp_path, baseline="Fully-supervised"))
     with pytest.raises(ConfigError, match="baseline = 'Nope'"):
         ex.load_experiment(_write(tmp_path, baseline="Nope"))
+
+
+def _finished_run(run: Path, config: dict[str, Any]) -> None:
+    """A fake finished run: its resolved config, a best checkpoint and test metrics."""
+    from ssmd.config import dump_config
+
+    run.mkdir(parents=True, exist_ok=True)
+    dump_config(config, run / "config.yaml")
+    (run / "best.pt").write_bytes(b"")
+    (run / "test_metrics.json").write_text(json.dumps({"test": {"AP": 0.5}}))
+
+
+def test_pseudo_label_cells_share_a_matching_stage1(tmp_path: Path) -> None:
+    from ssmd.engine.pseudo_label import stage1_config
+
+    path = _write(
+        tmp_path,
+        methods=[
+            {"label": "Supervised", "name": "supervised"},
+            {"label": "PL", "name": "pseudo_label"},
+            {"label": "PL 0.3", "name": "pseudo_label", "params": {"threshold": 0.3}},
+            {"label": "PL big", "name": "pseudo_label", "overrides": ["model.fpn_channels=32"]},
+        ],
+    )
+    exp = ex.load_experiment(path)
+    by = {(c.method.label, c.ratio, c.seed): c for c in exp.cells()}
+    pl, pl3, big = by[("PL", 0.1, 0)], by[("PL 0.3", 0.1, 0)], by[("PL big", 0.1, 0)]
+    assert ex.shared_stage1(exp, pl3, exp.cell_config(pl3)) is None  # nothing finished yet
+    # PL (0.9) finished its stage 1: PL 0.3 of the same ratio and seed reuses it
+    _finished_run(exp.run_dir(pl) / "stage1", stage1_config(exp.cell_config(pl)))
+    assert ex.shared_stage1(exp, pl3, exp.cell_config(pl3)) == exp.run_dir(pl) / "stage1"
+    # ... but not at another seed or ratio, nor with another model (a training field differs)
+    for other in (by[("PL 0.3", 0.1, 1)], by[("PL 0.3", 0.2, 0)], big):
+        assert ex.shared_stage1(exp, other, exp.cell_config(other)) is None
+    # the supervised row's run of the same split and seed is a stage 1 too
+    sup = by[("Supervised", 0.2, 1)]
+    _finished_run(exp.run_dir(sup), exp.cell_config(sup))
+    pl_b = by[("PL", 0.2, 1)]
+    assert ex.shared_stage1(exp, pl_b, exp.cell_config(pl_b)) == exp.run_dir(sup)
+    # a cell that started its own stage 1 keeps it; other methods never share
+    (exp.run_dir(pl_b) / "stage1").mkdir(parents=True)
+    (exp.run_dir(pl_b) / "stage1" / "config.yaml").write_text("seed: 1\n")
+    assert ex.shared_stage1(exp, pl_b, exp.cell_config(pl_b)) is None
+    assert ex.shared_stage1(exp, sup, exp.cell_config(sup)) is None

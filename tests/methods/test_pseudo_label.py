@@ -178,3 +178,77 @@ def test_two_stages_from_one_run(tmp_path: Path) -> None:
     assert again["pseudo_labels"]["boxes"] == 0
     assert again["pseudo_labels"]["boxes_per_labeled_image"] > 0
     assert any("WARNING" in line and "threshold 1.0" in line for line in logs)
+
+
+def test_stage1_dir_reuses_a_finished_run_and_refuses_a_mismatching_one(tmp_path: Path) -> None:
+    from ssmd.config import dump_config
+    from ssmd.engine.pseudo_label import stage1_config, stage1_mismatch
+
+    config = load_config(None, [f"output_dir={tmp_path / 'pl'}", "method.name=pseudo_label"])
+    run = tmp_path / "sup"
+    assert "config.yaml does not exist (not a finished run)" in str(stage1_mismatch(config, run))
+    run.mkdir()
+    (run / "best.pt").write_bytes(b"")
+    (run / "test_metrics.json").write_text("{}")
+    mine = stage1_config(config)
+    assert mine["method"] == {"name": "supervised"}
+    assert mine["output_dir"] == str(tmp_path / "pl" / "stage1")
+    # output_dir and logging keys may differ ...
+    dump_config(
+        {**mine, "output_dir": "elsewhere", "train": {**mine["train"], "progress": False}},
+        run / "config.yaml",
+    )
+    assert stage1_mismatch(config, run) is None
+    # ... a training field may not: the message names the field and both values
+    changed = {**mine, "train": {**mine["train"], "lr": 0.5}}
+    dump_config(changed, run / "config.yaml")
+    why = stage1_mismatch(config, run)
+    assert why is not None and "train.lr = 0.5" in why
+    assert f"{mine['train']['lr']!r}" in why
+    config["method"]["stage1_dir"] = str(run)
+    with pytest.raises(ValueError, match=r"method.stage1_dir = .*train\.lr = 0\.5"):
+        run_training(config, log=lambda _: None)
+    assert not (tmp_path / "pl" / "stage1").exists()  # nothing trained
+
+
+def test_stage1_dir_trains_only_stage2(tmp_path: Path) -> None:
+    overrides = [
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "data.synthetic.n_images=12",
+        "data.synthetic.image_size=128",
+        "data.input_size=128",
+        "split.labeled_ratio=0.5",
+        "model.fpn_channels=16",
+        "model.head_convs=1",
+        "model.head_norm=null",
+        "model.score_thresh=0.0",
+        "model.detections_per_img=20",
+        "train.max_iters=2",
+        "train.batch_size=2",
+        "train.warmup_iters=0",
+        "train.eval_every=2",
+        "train.checkpoint_every=2",
+        "train.progress=false",
+    ]
+    sup = load_config(None, [*overrides, f"output_dir={tmp_path / 'sup'}"])
+    run_training(sup, log=lambda _: None)
+    config = load_config(
+        None,
+        [
+            *overrides,
+            f"output_dir={tmp_path / 'pl'}",
+            "method.name=pseudo_label",
+            "method.threshold=0.0",
+            "method.cutout_size=20",
+            "method.cutout_reference=128",
+            f"method.stage1_dir={tmp_path / 'sup'}",
+        ],
+    )
+    logs: list[str] = []
+    summary = run_training(config, log=logs.append)
+    assert not (tmp_path / "pl" / "stage1").exists()
+    assert summary["stage1"]["output_dir"] == str(tmp_path / "sup")
+    sup_test = json.loads((tmp_path / "sup" / "test_metrics.json").read_text())["test"]
+    assert summary["stage1"]["test"] == sup_test
+    assert summary["pseudo_labels"]["boxes"] > 0
+    assert any("method.stage1_dir" in line for line in logs)

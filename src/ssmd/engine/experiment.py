@@ -21,7 +21,10 @@ Each cell ``(method, ratio, seed)`` is one training run in ``<output_dir>/runs/<
 (``<label-slug>__r<ratio>__s<seed>``) with ``method`` *replaced* by ``{name, **params}``,
 ``split.labeled_ratio``, ``seed`` and ``output_dir`` set, after the experiment's and the
 method's ``overrides``. A finished cell has ``result.json`` (written atomically) and is
-never re-run; an interrupted one resumes from its ``last.pt``.
+never re-run; an interrupted one resumes from its ``last.pt``. A pseudo-labeling cell
+whose stage 1 (the supervised detector) already exists as a finished run of the same ratio
+and seed with the same config — another threshold's ``<run>/stage1``, or the supervised row's
+run — reuses it instead of training it again (:func:`shared_stage1`).
 
 **Workers.** Any number of processes, on one or several machines sharing ``output_dir``,
 may run the same experiment: a cell is claimed by creating ``<output_dir>/locks/<cell>.lock``
@@ -525,10 +528,43 @@ def _train(
     return run_training(config, resume=resume, log=log)
 
 
+def shared_stage1(exp: Experiment, cell: Cell, config: dict[str, Any]) -> Path | None:
+    """A finished run of the same ratio and seed that can be this pseudo-labeling cell's stage 1.
+
+    Pseudo-labeling rows that differ only in stage-2 settings (the threshold) have the same
+    stage 1, and so does the supervised row of their split and seed: the first finished one
+    whose config matches (:func:`ssmd.engine.pseudo_label.stage1_mismatch`) — another row's
+    ``<run>/stage1`` or a supervised ``<run>`` — is reused instead of trained again. ``None``
+    for other methods, a cell whose own stage 1 already started, or when nothing matches.
+    """
+    if cell.method.name != "pseudo_label" or config["method"].get("stage1_dir"):
+        return None
+    own = exp.run_dir(cell) / "stage1"
+    if (own / "config.yaml").is_file():  # started (or finished) its own: keep it
+        return None
+    from ssmd.engine.pseudo_label import stage1_mismatch
+
+    runs = exp.run_dir(cell).parent
+    for other in sorted(runs.glob(f"*__r{cell.ratio:g}__s{cell.seed}")):
+        if other == exp.run_dir(cell):
+            continue
+        for candidate in (other / "stage1", other):
+            if stage1_mismatch(config, candidate) is None:
+                return candidate
+    return None
+
+
 def run_cell(exp: Experiment, cell: Cell, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train one cell (resuming its ``last.pt``) and write its ``result.json``."""
+    """Train one cell (resuming its ``last.pt``) and write its ``result.json``.
+
+    A pseudo-labeling cell reuses a matching finished stage 1 (:func:`shared_stage1`).
+    """
     run_dir = exp.run_dir(cell)
     config = exp.cell_config(cell)
+    shared = shared_stage1(exp, cell, config)
+    if shared is not None:
+        config["method"]["stage1_dir"] = str(shared)
+        log(f"experiment: {cell.id} reuses the finished stage 1 {shared}")
     last = run_dir / "last.pt"
     start = time.time()
     summary = _train(config, last if last.is_file() else None, log)

@@ -4,7 +4,11 @@
 
 1. **stage 1**: the supervised detector on the labeled part (``method.name=supervised``,
    everything else as configured) in ``<output_dir>/stage1`` — skipped when its
-   ``test_metrics.json`` exists, resumed from its ``last.pt`` when interrupted;
+   ``test_metrics.json`` exists, resumed from its ``last.pt`` when interrupted. With
+   ``method.stage1_dir`` set, that finished run is stage 1 instead (e.g. the stage 1 of a run
+   with another threshold, or the supervised run of the same split and seed): its
+   ``config.yaml`` must equal this stage-1 config except for ``output_dir`` and logging keys
+   (:func:`stage1_mismatch`), else the run stops naming the first differing field;
 2. **pseudo labels**: its ``best.pt`` (best validation AP) predicts the unlabeled part;
    detections with ``score >= method.threshold`` (0.9) become one-hot boxes
    (:func:`filter_pseudo_labels`), written to ``<output_dir>/pseudo_labels.json`` in
@@ -28,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import Tensor
 
 from ssmd.engine.build import (
@@ -41,7 +46,16 @@ from ssmd.engine.predict import predict_samples
 from ssmd.structures.boxes import clip_boxes
 from ssmd.structures.sample import Sample
 
-__all__ = ["PseudoLabeledSamples", "filter_pseudo_labels", "run_pseudo_label"]
+__all__ = [
+    "PseudoLabeledSamples",
+    "filter_pseudo_labels",
+    "run_pseudo_label",
+    "stage1_config",
+    "stage1_mismatch",
+]
+
+# keys that change what a run prints, not what it trains: ignored when comparing configs
+_NOT_TRAINING = ("output_dir", "train.progress", "train.log_every", "train.tensorboard")
 
 
 def filter_pseudo_labels(
@@ -109,11 +123,47 @@ class PseudoLabeledSamples(PreparedSamples):
         )
 
 
-def _stage1_config(config: dict[str, Any], out: Path) -> dict[str, Any]:
+def stage1_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The config of stage 1: ``config`` with ``method`` = supervised, in ``<output_dir>/stage1``."""
     cfg = copy.deepcopy(config)
     cfg["method"] = {"name": "supervised"}
-    cfg["output_dir"] = str(out / "stage1")
+    cfg["output_dir"] = str(Path(config["output_dir"]) / "stage1")
     return cfg
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def stage1_mismatch(config: dict[str, Any], run_dir: str | Path) -> str | None:
+    """Why the run in ``run_dir`` cannot be stage 1 of ``config``; ``None`` when it can.
+
+    It can when it finished (``best.pt`` and ``test_metrics.json``) and its ``config.yaml``
+    equals :func:`stage1_config` of ``config`` except for ``output_dir`` and the logging keys
+    ``train.progress``, ``train.log_every``, ``train.tensorboard``.
+    """
+    run = Path(run_dir)
+    for name in ("config.yaml", "best.pt", "test_metrics.json"):
+        if not (run / name).is_file():
+            return f"{run / name} does not exist (not a finished run)"
+    try:
+        theirs = _flat(yaml.safe_load((run / "config.yaml").read_text()) or {})
+    except yaml.YAMLError as exc:
+        return f"{run / 'config.yaml'} is not valid YAML: {exc}"
+    # the same YAML round trip as the run's own config.yaml (tuples -> lists, ...)
+    ours = _flat(yaml.safe_load(yaml.safe_dump(stage1_config(config), sort_keys=False)))
+    for key in sorted(set(ours) | set(theirs)):
+        if key.startswith(_NOT_TRAINING):
+            continue
+        mine, other = ours.get(key, "<missing>"), theirs.get(key, "<missing>")
+        if mine != other:
+            return f"{run / 'config.yaml'}: {key} = {other!r}, stage 1 needs {mine!r}"
+    return None
 
 
 def run_pseudo_label(
@@ -130,16 +180,23 @@ def run_pseudo_label(
     threshold = float(config["method"].get("threshold", 0.9))
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"method.threshold = {threshold!r}: expected a score in [0, 1]")
-    stage1_dir = out / "stage1"
+    given = config["method"].get("stage1_dir")
+    stage1_dir = Path(given) if given else out / "stage1"
     done = stage1_dir / "test_metrics.json"
-    if done.is_file():
+    if given:
+        why = stage1_mismatch(config, stage1_dir)
+        if why is not None:
+            raise ValueError(f"method.stage1_dir = {str(given)!r} cannot be stage 1: {why}")
+        stage1 = json.loads(done.read_text())
+        log(f"pseudo_label: stage 1 is the finished run {stage1_dir} (method.stage1_dir)")
+    elif done.is_file():
         stage1 = json.loads(done.read_text())
         log(f"pseudo_label: stage 1 already finished ({stage1_dir})")
     else:
         last = stage1_dir / "last.pt"
         log(f"pseudo_label: stage 1 (supervised on the labeled part) in {stage1_dir}")
         stage1 = run_training(
-            _stage1_config(config, out), resume=last if last.is_file() else None, log=log
+            stage1_config(config), resume=last if last.is_file() else None, log=log
         )
     model, _ = load_model(stage1_dir / "best.pt")
     stats: dict[str, Any] = {"threshold": threshold}

@@ -109,6 +109,9 @@ class PseudoLabel(Method):
         model: the detector, freshly initialised.
         threshold: score a stage-1 detection needs to become a pseudo box (read by the
             engine before stage 2; 0.9 as in STAC and the SSMD paper).
+        stage1_dir: a finished supervised run to use as stage 1 instead of training one
+            (read by the engine; its config must match, see
+            :func:`ssmd.engine.pseudo_label.stage1_mismatch`).
         unlabeled_weight: weight of the pseudo-labeled loss.
         keep_empty: keep unlabeled images that received no pseudo box.
         strong_on_labeled: strong augmentation on the labeled batch too.
@@ -123,6 +126,7 @@ class PseudoLabel(Method):
     uses_unlabeled: ClassVar[bool] = True
     defaults: ClassVar[dict[str, Any]] = {
         "threshold": 0.9,
+        "stage1_dir": None,
         "unlabeled_weight": 1.0,
         "keep_empty": False,
         "strong_on_labeled": False,
@@ -138,6 +142,7 @@ class PseudoLabel(Method):
         self,
         model: torch.nn.Module,
         threshold: float = 0.9,
+        stage1_dir: str | None = None,
         unlabeled_weight: float = 1.0,
         keep_empty: bool = False,
         strong_on_labeled: bool = False,
