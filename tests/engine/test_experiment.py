@@ -423,6 +423,7 @@ def test_pseudo_label_cells_share_a_matching_stage1(tmp_path: Path) -> None:
     # PL (0.9) finished its stage 1: PL 0.3 of the same ratio and seed reuses it
     _finished_run(exp.run_dir(pl) / "stage1", stage1_config(exp.cell_config(pl)))
     assert ex.shared_stage1(exp, pl3, exp.cell_config(pl3)) == exp.run_dir(pl) / "stage1"
+    assert ex.cell_status(exp, pl3) == f"todo (stage 1: {pl.id}/stage1)"
     # ... but not at another seed or ratio, nor with another model (a training field differs)
     for other in (by[("PL 0.3", 0.1, 1)], by[("PL 0.3", 0.2, 0)], big):
         assert ex.shared_stage1(exp, other, exp.cell_config(other)) is None

@@ -503,7 +503,11 @@ def _held(lock: Path) -> Iterator[None]:
 
 
 def cell_status(exp: Experiment, cell: Cell, stale_after: float = 1800.0) -> str:
-    """``done``, ``running (host:pid)``, ``stale lock`` or ``todo``."""
+    """``done``, ``running (host:pid)``, ``stale lock`` or ``todo``.
+
+    A pseudo-labeling cell that would reuse a finished stage 1 says so: ``todo (stage 1:
+    <run>)``.
+    """
     if (exp.run_dir(cell) / "result.json").is_file():
         return "done"
     lock = exp.output_dir / "locks" / f"{cell.id}.lock"
@@ -512,6 +516,10 @@ def cell_status(exp: Experiment, cell: Cell, stale_after: float = 1800.0) -> str
             return "stale lock"
         owner = _lock_owner(lock)
         return f"running ({owner.get('host', '?')}:{owner.get('pid', '?')})"
+    if cell.method.name == "pseudo_label":
+        shared = shared_stage1(exp, cell, exp.cell_config(cell))
+        if shared is not None:
+            return f"todo (stage 1: {shared.relative_to(exp.run_dir(cell).parent)})"
     return "todo"
 
 
