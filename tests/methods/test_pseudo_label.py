@@ -129,27 +129,33 @@ def test_pseudo_loss_is_nonzero_reaches_the_network_and_skips_empty_images() -> 
         PseudoLabel(_tiny(), threshold=2.0)
 
 
+# a detector and data small enough for a 2-step run of both stages on a CPU
+TINY = [
+    "data.synthetic.n_images=12",
+    "data.synthetic.image_size=128",
+    "data.input_size=128",
+    "split.labeled_ratio=0.5",
+    "model.fpn_channels=16",
+    "model.head_convs=1",
+    "model.head_norm=null",
+    "model.score_thresh=0.0",
+    "model.detections_per_img=20",
+    "train.max_iters=2",
+    "train.batch_size=2",
+    "train.warmup_iters=0",
+    "train.eval_every=2",
+    "train.checkpoint_every=2",
+    "train.progress=false",
+]
+
+
 def test_two_stages_from_one_run(tmp_path: Path) -> None:
     config = load_config(
         None,
         [
             f"output_dir={tmp_path / 'pl'}",
             f"data.cache_dir={tmp_path / 'cache'}",
-            "data.synthetic.n_images=12",
-            "data.synthetic.image_size=128",
-            "data.input_size=128",
-            "split.labeled_ratio=0.5",
-            "model.fpn_channels=16",
-            "model.head_convs=1",
-            "model.head_norm=null",
-            "model.score_thresh=0.0",
-            "model.detections_per_img=20",
-            "train.max_iters=2",
-            "train.batch_size=2",
-            "train.warmup_iters=0",
-            "train.eval_every=2",
-            "train.checkpoint_every=2",
-            "train.progress=false",
+            *TINY,
             "method.name=pseudo_label",
             "method.threshold=0.0",  # an untrained detector: keep everything it predicts
             "method.cutout_size=20",
@@ -214,21 +220,7 @@ def test_stage1_dir_reuses_a_finished_run_and_refuses_a_mismatching_one(tmp_path
 def test_stage1_dir_trains_only_stage2(tmp_path: Path) -> None:
     overrides = [
         f"data.cache_dir={tmp_path / 'cache'}",
-        "data.synthetic.n_images=12",
-        "data.synthetic.image_size=128",
-        "data.input_size=128",
-        "split.labeled_ratio=0.5",
-        "model.fpn_channels=16",
-        "model.head_convs=1",
-        "model.head_norm=null",
-        "model.score_thresh=0.0",
-        "model.detections_per_img=20",
-        "train.max_iters=2",
-        "train.batch_size=2",
-        "train.warmup_iters=0",
-        "train.eval_every=2",
-        "train.checkpoint_every=2",
-        "train.progress=false",
+        *TINY,
     ]
     sup = load_config(None, [*overrides, f"output_dir={tmp_path / 'sup'}"])
     run_training(sup, log=lambda _: None)
