@@ -59,9 +59,9 @@ def make_trainer(tmp_path: Path, max_iters: int = 8, lr: float = 0.05) -> Traine
     )
     evaluate = lambda tr: {"AP": -float(tr.last_losses["loss"])}  # noqa: E731
     hooks = [
-        CheckpointHook(tmp_path, every=4),
-        EvalHook(evaluate, tmp_path, every=4),
         LoggingHook(tmp_path, every=2, progress=False),
+        EvalHook(evaluate, tmp_path, every=4),
+        CheckpointHook(tmp_path, every=4),
     ]
     return Trainer(
         method,

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ssmd.engine.checkpoint import save_checkpoint
+from ssmd.engine.checkpoint import load_checkpoint, save_checkpoint
 from ssmd.engine.trainer import HookBase
 
 __all__ = [
@@ -17,8 +17,26 @@ __all__ = [
     "EvalHook",
     "LoggingHook",
     "model_checkpoint_state",
+    "remove_stale_temporaries",
     "standard_hooks",
 ]
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete temporary files that an interrupted atomic checkpoint write left in ``folder``.
+
+    :func:`ssmd.engine.checkpoint.save_checkpoint` writes ``.<name>.<random>.tmp`` and renames
+    it; a process killed in between leaves the temporary behind. Only the run's own names
+    (``last.pt``, ``best.pt``) are matched. Returns the removed paths.
+    """
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for name in ("last.pt", "best.pt"):
+        for tmp in folder.glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 def model_checkpoint_state(trainer: Any, metrics: dict[str, float] | None = None) -> dict[str, Any]:
@@ -38,11 +56,32 @@ def model_checkpoint_state(trainer: Any, metrics: dict[str, float] | None = None
 
 
 class CheckpointHook(HookBase):
-    """Write the resumable ``last.pt`` every ``every`` steps and at the end of training."""
+    """Write the resumable ``last.pt`` every ``every`` steps and at the end of training.
+
+    It must run *after* any :class:`EvalHook` of the same trainer: ``last.pt`` of step ``k``
+    then records step ``k``'s validation (the best value and step so far), so a run killed
+    after that validation and resumed from ``last.pt`` neither repeats nor loses it. The
+    opposite order lost the evaluation of step ``k`` on a resume and let a later, worse
+    evaluation overwrite ``best.pt`` (issue 24); :meth:`before_train` refuses that order.
+    Leftover temporary files of interrupted atomic writes (``.last.pt.*.tmp``,
+    ``.best.pt.*.tmp``) are removed before training starts.
+    """
 
     def __init__(self, output_dir: str | Path, every: int) -> None:
         self.path = Path(output_dir) / "last.pt"
         self.every = every
+
+    def before_train(self) -> None:
+        hooks = self.trainer.hooks
+        mine = hooks.index(self)
+        late = [type(h).__name__ for h in hooks[mine + 1 :] if isinstance(h, EvalHook)]
+        if late:
+            raise ValueError(
+                f"hook order: {late[0]} comes after CheckpointHook, so last.pt would be written "
+                "before that step's validation and a resume would lose it; put evaluation hooks "
+                "before CheckpointHook"
+            )
+        remove_stale_temporaries(self.path.parent)
 
     def after_step(self) -> None:
         step = self.trainer.step
@@ -82,6 +121,16 @@ class EvalHook(HookBase):
     def before_train(self) -> None:
         if self.logger is None:
             self.logger = next((h for h in self.trainer.hooks if isinstance(h, LoggingHook)), None)
+        step = self.trainer.step
+        if step > 0 and self.best_path.is_file() and self.logger is not None:
+            saved = int(load_checkpoint(self.best_path).get("step", -1))
+            if saved > step:
+                # killed after a validation that wrote best.pt but before last.pt recorded it:
+                # the resumed run repeats that validation and writes best.pt again
+                self.logger.message(
+                    f"{self.best_path} (step {saved}) is newer than the resume point (step "
+                    f"{step}); its validation will be repeated"
+                )
 
     def after_step(self) -> None:
         step = self.trainer.step
@@ -153,6 +202,7 @@ class LoggingHook(HookBase):
 
     def before_train(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._drop_rows_after(self.trainer.step)
         if self.progress:
             from tqdm.auto import tqdm
 
@@ -191,6 +241,36 @@ class LoggingHook(HookBase):
             self.write(row)
             self._sums, self._count = {}, 0
 
+    def _drop_rows_after(self, step: int) -> None:
+        """Keep only the ``metrics.jsonl`` rows of steps ``<= step`` (the run's resume point).
+
+        A run killed between two checkpoints has already logged the steps after the last
+        one; resumed, it logs them again, so without this they would appear twice. A fresh
+        run (``step == 0``) in an old output folder starts an empty file.
+        """
+        if not self.path.is_file():
+            return
+        kept: list[str] = []
+        for line in self.path.read_text().splitlines():
+            try:
+                row_step = json.loads(line).get("step", 0)
+            except json.JSONDecodeError:  # a line cut by the kill
+                continue
+            if step > 0 and row_step <= step:
+                kept.append(line)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(self.path)
+
+    def state_dict(self) -> dict[str, Any]:
+        # the running sums of the current logging window, so a resumed run's next train
+        # row averages the same steps as the uninterrupted run's
+        return {"sums": dict(self._sums), "count": self._count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._sums = {str(k): float(v) for k, v in state.get("sums", {}).items()}
+        self._count = int(state.get("count", 0))
+
     def write(self, row: dict[str, float]) -> None:
         """Append one JSON row to ``metrics.jsonl`` (and TensorBoard)."""
         with self.path.open("a") as fh:
@@ -221,7 +301,10 @@ def standard_hooks(
     evaluate: Callable[[Any], dict[str, float]],
     metric: str,
 ) -> tuple[list[HookBase], EvalHook]:
-    """The hooks every training run uses, in order: logging, ``last.pt``, validation/``best.pt``.
+    """The hooks every training run uses, in order: logging, validation/``best.pt``, ``last.pt``.
+
+    Validation comes before the checkpoint so that ``last.pt`` of a step includes that
+    step's evaluation (see :class:`CheckpointHook`).
 
     Args:
         out: the run's output folder.
@@ -245,6 +328,6 @@ def standard_hooks(
     )
     return [
         logger,
-        CheckpointHook(out, every=int(train_cfg["checkpoint_every"])),
         eval_hook,
+        CheckpointHook(out, every=int(train_cfg["checkpoint_every"])),
     ], eval_hook

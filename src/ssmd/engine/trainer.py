@@ -170,7 +170,7 @@ class Trainer:
             "labeled_stream": self.labeled.state_dict(),
             "unlabeled_stream": self.unlabeled.state_dict() if self.unlabeled is not None else None,
             "rng": capture_rng_state(),
-            "hooks": [hook.state_dict() for hook in self.hooks],
+            "hooks": [{"hook": type(h).__name__, "state": h.state_dict()} for h in self.hooks],
             **self.extra_state,
         }
 
@@ -194,7 +194,36 @@ class Trainer:
         if self.unlabeled is not None and state.get("unlabeled_stream") is not None:
             self.unlabeled.load_state_dict(state["unlabeled_stream"])
         restore_rng_state(state["rng"])
-        for hook, hook_state in zip(self.hooks, state.get("hooks", []), strict=False):
+        for hook, hook_state in zip(self.hooks, _hook_states(self.hooks, state), strict=True):
             hook.load_state_dict(hook_state)
         self.step = int(state["step"])
         self.last_good_checkpoint = Path(path)
+
+
+def _hook_states(hooks: Sequence[HookBase], state: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each hook's saved state, matched by hook type (in order among hooks of one type).
+
+    Matching by type keeps a checkpoint loadable when the hook order changes (issue 24 moved
+    validation before ``last.pt``). Checkpoints written before hooks were named hold a plain
+    list of states; those are matched by their keys (the keys of the hook's own state).
+    """
+    saved = list(state.get("hooks", []))
+    named = all(isinstance(s, dict) and "hook" in s and "state" in s for s in saved)
+    out: list[dict[str, Any]] = []
+    used: set[int] = set()
+    for hook in hooks:
+        name, keys = type(hook).__name__, set(hook.state_dict())
+        match = next(
+            (
+                i
+                for i, s in enumerate(saved)
+                if i not in used and (s["hook"] == name if named else set(s) == keys)
+            ),
+            None,
+        )
+        if match is None:
+            out.append({})
+        else:
+            used.add(match)
+            out.append(dict(saved[match]["state"] if named else saved[match]))
+    return out
