@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from test_trainer import ToyMethod, make_samples, noisy
 from torch import nn
 
 from ssmd.config import load_config
@@ -22,8 +23,6 @@ from ssmd.engine.checkpoint import load_checkpoint
 from ssmd.engine.hooks import EvalHook, standard_hooks
 from ssmd.engine.loader import BatchStream
 from ssmd.engine.trainer import Trainer
-
-from test_trainer import ToyMethod, make_samples, noisy
 
 
 class Killed(BaseException):
