@@ -60,6 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ssmd {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument(
+        "--threads",
+        default=None,
+        metavar="N|auto",
+        help="CPU threads for torch (default: SSMD_NUM_THREADS or OMP_NUM_THREADS if set, else "
+        "auto = usable cores minus the cores other processes keep busy, from the load average); "
+        "idle OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE unless set), so a shared machine "
+        "slows ssmd down in proportion instead of ~25x",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser(
@@ -426,6 +435,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from ssmd.cli.threads import apply_torch_threads, configure_cpu_threads
+
+    try:
+        threads = configure_cpu_threads(args.threads)  # before torch is imported
+    except ValueError as exc:
+        print(f"ssmd: error: {exc}", file=sys.stderr)
+        return 2
+    apply_torch_threads(threads)
+    if args.command in ("train", "demo", "experiment"):
+        print(f"ssmd: {threads.threads} CPU thread(s) ({threads.reason})", file=sys.stderr)
     handlers = {
         "train": _cmd_train,
         "predict": _cmd_predict,
