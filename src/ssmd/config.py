@@ -46,6 +46,12 @@ DEFAULTS: dict[str, Any] = {
         "synthetic": {"n_images": 400, "image_size": 256, "seed": 0},
         # longer image side after resizing; padded to a multiple of 128
         "input_size": 256,
+        # longer_side: resize to input_size (objects change size with the image);
+        # native: keep each image's pixel grid times data.scale (issue 25)
+        "scale_policy": "longer_side",
+        "scale": 1.0,
+        # random training crops of this side (0: whole images); a multiple of 128
+        "train_crop": 0,
         "mean": [0.5, 0.5, 0.5],
         "std": [0.25, 0.25, 0.25],
         # keep resized images in memory (fast on CPU; disable for very large sets)
@@ -113,6 +119,10 @@ DEFAULTS: dict[str, Any] = {
         # metric used to select best.pt
         "select_metric": "AP",
         "batch_size": 4,
+        # predict images larger than this tile by tile (0: whole images); a multiple of 128
+        "tile_size": 0,
+        # overlap of neighbouring tiles: at least the largest object's size
+        "tile_overlap": 64,
     },
 }
 

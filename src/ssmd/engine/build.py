@@ -25,7 +25,8 @@ from ssmd.data import build_dataset
 from ssmd.data.datasets.base import DetectionDataset
 from ssmd.data.datasets.coco import to_coco_dict
 from ssmd.data.splits import Split, make_split
-from ssmd.data.transforms import Compose, Normalize, RandomHFlip, RandomRotate, RandomVFlip, Resize
+from ssmd.data.transforms import Compose, Normalize, RandomHFlip, RandomRotate, RandomVFlip
+from ssmd.data.transforms.scale import RandomCrop, scale_policy_transform
 from ssmd.engine.checkpoint import CheckpointError, load_checkpoint
 from ssmd.engine.hooks import standard_hooks
 from ssmd.engine.loader import BatchStream, PreparedSamples
@@ -85,8 +86,22 @@ def dataset_from_config(data_cfg: dict[str, Any]) -> DetectionDataset:
 
 
 def prepare_transform(data_cfg: dict[str, Any]) -> Callable[[Sample], Sample]:
-    """The deterministic part: resize (longer side ``data.input_size``) and pad to a multiple of 128."""
-    return Resize(int(data_cfg["input_size"]), pad_to=128)
+    """The deterministic part (``data.scale_policy``): resize and pad to a multiple of 128."""
+    return scale_policy_transform(
+        data_cfg.get("scale_policy", "longer_side"),
+        int(data_cfg["input_size"]),
+        float(data_cfg.get("scale", 1.0)),
+        pad_to=128,
+    )
+
+
+def tiling(config: dict[str, Any]) -> dict[str, Any]:
+    """``predict_samples`` keywords of ``eval.tile_size`` / ``eval.tile_overlap`` (0: whole images)."""
+    ev = config["eval"]
+    return {
+        "tile_size": int(ev.get("tile_size", 0)),
+        "tile_overlap": int(ev.get("tile_overlap", 64)),
+    }
 
 
 def normalize_transform(data_cfg: dict[str, Any]) -> Callable[[Sample], Sample]:
@@ -98,6 +113,14 @@ def augment_transform(config: dict[str, Any]) -> Callable[[Sample], Sample]:
     """Random augmentation of training samples (flip / rotation, as the SSMD supervised baseline), then normalise."""
     aug = config["augment"]
     steps: list[Callable[[Sample], Sample]] = []
+    crop = int(config["data"].get("train_crop", 0))
+    if crop % 128 or crop < 0:
+        raise ConfigError(
+            f"data.train_crop = {crop}: expected 0 (no crop) or a positive multiple of 128 "
+            "(the detector's largest stride)"
+        )
+    if crop > 0:
+        steps.append(RandomCrop(crop))
     if float(aug.get("hflip", 0)) > 0:
         steps.append(RandomHFlip(float(aug["hflip"])))
     if float(aug.get("vflip", 0)) > 0:
@@ -230,6 +253,7 @@ def _evaluate_part(
         data.indices(part),
         batch_size=int(config["eval"]["batch_size"]),
         normalize=normalize_transform(config["data"]),
+        **tiling(config),
     )
     metrics = evaluate_predictions(
         data.gt(part), preds, config["eval"], data.dataset.label_to_category
@@ -402,6 +426,7 @@ def evaluate_checkpoint(
         data.indices(part),
         batch_size=batch_size,
         normalize=normalize_transform(config["data"]),
+        **tiling(config),
     )
     return evaluate_predictions(
         data.gt(part), preds, config["eval"], data.dataset.label_to_category
@@ -427,4 +452,5 @@ def predict_dataset(
         batch_size=batch_size,
         normalize=normalize_transform(config["data"]),
         progress=progress,
+        **tiling(config),
     )

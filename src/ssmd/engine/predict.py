@@ -8,6 +8,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
+from ssmd.models.inferers import tiled_predict
 from ssmd.structures.boxes import clip_boxes
 from ssmd.structures.sample import Sample, collate
 
@@ -22,6 +23,8 @@ def predict_samples(
     batch_size: int = 4,
     normalize: Callable[[Sample], Sample] | None = None,
     progress: bool = False,
+    tile_size: int = 0,
+    tile_overlap: int = 64,
 ) -> list[dict[str, Any]]:
     """Run ``model`` over ``samples[i]`` for ``i`` in ``indices``.
 
@@ -33,6 +36,9 @@ def predict_samples(
         batch_size: images per forward pass.
         normalize: intensity normalisation applied before the forward pass.
         progress: show a progress bar with ETA.
+        tile_size: images larger than this along either side are predicted tile by tile
+            (:func:`ssmd.models.inferers.tiled_predict`; 0: always whole images).
+        tile_overlap: overlap of neighbouring tiles (at least the largest object's size).
 
     Returns:
         One dict per image: ``image_id``, ``boxes`` ``Tensor[N, 4]`` ``xyxy`` in the
@@ -54,11 +60,31 @@ def predict_samples(
             drawn = [samples[i] for i in chunk]
             if normalize is not None:
                 drawn = [normalize(s) for s in drawn]
-            batch = collate(drawn)
-            outputs = model(batch.images)
-            detections: list[dict[str, Tensor]] = cast(Any, model).postprocess(
-                outputs, image_sizes=batch.image_sizes
-            )
+            large = [
+                tile_size > 0 and max(int(s.image.shape[-2]), int(s.image.shape[-1])) > tile_size
+                for s in drawn
+            ]
+            whole = [s for s, big in zip(drawn, large, strict=True) if not big]
+            whole_dets: list[dict[str, Tensor]] = []
+            if whole:
+                batch = collate(whole)
+                outputs = model(batch.images)
+                whole_dets = cast(Any, model).postprocess(outputs, image_sizes=batch.image_sizes)
+            pending = iter(whole_dets)
+            detections = [
+                tiled_predict(
+                    model,
+                    s.image,
+                    tile_size,
+                    tile_overlap,
+                    batch_size=batch_size,
+                    nms_thresh=float(getattr(model, "nms_thresh", 0.5)),
+                    detections_per_img=int(getattr(model, "detections_per_img", 1000)),
+                )
+                if big
+                else next(pending)
+                for s, big in zip(drawn, large, strict=True)
+            ]
             for det, sample in zip(detections, drawn, strict=True):
                 boxes = clip_boxes(det["boxes"] / sample.scale, sample.orig_size)
                 results.append(
