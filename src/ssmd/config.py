@@ -7,7 +7,9 @@ so a typo cannot silently fall back to a default. Models and methods never read
 the config: :mod:`ssmd.engine.build` turns it into constructor arguments.
 
 The ``method`` section is open: each method declares its own defaults (see
-:mod:`ssmd.methods`), merged by :func:`resolve_method_section`.
+:mod:`ssmd.methods`), merged by :func:`resolve_method_section`. The ``model`` section is
+open beyond :data:`DEFAULTS`: a detector (``model.name``) may read keys of its own, which
+:func:`ssmd.models.factory.model_from_config` checks when the model is built.
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ DEFAULTS: dict[str, Any] = {
         "manifest": None,
     },
     "model": {
+        # a registered detector, see ssmd.models.MODELS.names() (e.g. retinanet)
+        "name": "retinanet",
         "backbone": "resnet18",
         # "gn" (GroupNorm: same output in train and eval mode; on the synthetic CPU
         # config it doubles validation AP50 over BatchNorm, see docs/benchmarks.md) or
@@ -223,7 +227,7 @@ def deep_merge(
     for key, value in update.items():
         dotted = f"{where}{key}"
         if key not in out:
-            if strict and not dotted.startswith("method."):
+            if strict and not dotted.startswith(("method.", "model.")):
                 known = ", ".join(sorted(f"{where}{k}" for k in base))
                 prefix = f"{source}: " if source else ""
                 raise ConfigError(
@@ -270,7 +274,7 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
                 )
             node = child
         leaf = parts[-1]
-        if leaf not in node and parts[0] != "method":
+        if leaf not in node and parts[0] not in ("method", "model"):
             known = ", ".join(sorted(node))
             raise ConfigError(
                 f"override {text!r}: unknown key {'.'.join(parts)!r}; known keys here: {known}"

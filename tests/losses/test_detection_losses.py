@@ -9,6 +9,7 @@ import torch
 
 from ssmd.losses.detection import (
     dense_detection_loss,
+    hard_negative_mask,
     sigmoid_focal_loss,
     smooth_l1_loss,
     softmax_focal_loss,
@@ -70,6 +71,60 @@ def test_dense_loss_softmax_ce_by_hand() -> None:
     torch.testing.assert_close(out["loss_cls"], torch.tensor(math.log(3.0) + math.log(2.0)))
 
 
+def _mining_case() -> tuple[torch.Tensor, torch.Tensor]:
+    # K = 1; background logits [0, a] have CE log(1 + e^a): a = 0, log 3, -log 3, log 7 give
+    # log 2, log 4, log(4/3), log 8; anchor 0 is foreground at p = 1/2, anchor 5 is ignored
+    a = [0.0, math.log(3.0), -math.log(3.0), math.log(7.0)]
+    cls = torch.tensor([[[0.0, 0.0]] + [[0.0, v] for v in a] + [[-50.0, 50.0]]])
+    labels = torch.tensor([[1, 0, 0, 0, 0, -2]])
+    return cls, labels
+
+
+def test_hard_negative_mask_by_hand() -> None:
+    cls, labels = _mining_case()
+    ce = torch.nn.functional.cross_entropy(cls[0], labels[0].clamp(min=0), reduction="none")
+    keep = hard_negative_mask(ce[None], labels, neg_pos_ratio=2.0)
+    assert keep.tolist() == [[True, False, True, False, True, False]]  # fg + the two largest
+    keep3 = hard_negative_mask(ce[None], labels, neg_pos_ratio=3.0)
+    assert keep3.tolist() == [[True, True, True, False, True, False]]
+    # per image: 2 fg -> 2 * 1.5 = 3 negatives; 0 fg -> ceil(1.5 * 1) = 2; never more than exist
+    loss = torch.tensor([[9.0, 8.0, 1.0, 2.0, 3.0, 4.0], [1.0, 5.0, 3.0, 2.0, 4.0, 0.0]])
+    lab = torch.tensor([[1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, -2]])
+    got = hard_negative_mask(loss, lab, neg_pos_ratio=1.5)
+    assert got.tolist() == [
+        [True, True, False, True, True, True],
+        [False, True, False, False, True, False],
+    ]
+    few = hard_negative_mask(loss, lab, neg_pos_ratio=10.0)
+    assert few[0].all() and few[1].tolist() == [True] * 5 + [False]
+    with pytest.raises(ValueError, match="neg_pos_ratio"):
+        hard_negative_mask(loss, lab, neg_pos_ratio=0.0)
+
+
+def test_dense_loss_ce_ohem_by_hand() -> None:
+    cls, labels = _mining_case()
+    box = torch.zeros(1, 6, 4)
+    out = dense_detection_loss(cls, box, labels, box, cls_loss="ce_ohem", neg_pos_ratio=2.0)
+    # log 2 (fg) + log 8 + log 4 (the two hardest negatives), one foreground anchor
+    torch.testing.assert_close(out["loss_cls"], torch.tensor(6 * math.log(2.0)))
+    default = dense_detection_loss(cls, box, labels, box, cls_loss="ce_ohem")  # ratio 3
+    torch.testing.assert_close(default["loss_cls"], torch.tensor(7 * math.log(2.0)))
+    plain = dense_detection_loss(cls, box, labels, box, cls_loss="ce")  # every anchor
+    want = math.log(2.0) + math.log(2.0) + math.log(4.0) + math.log(4.0 / 3.0) + math.log(8.0)
+    torch.testing.assert_close(plain["loss_cls"], torch.tensor(want))
+    # the gradient reaches only the kept anchors
+    leaf = cls.clone().requires_grad_(True)
+    dense_detection_loss(leaf, box, labels, box, cls_loss="ce_ohem", neg_pos_ratio=2.0)[
+        "loss_cls"
+    ].backward()
+    assert leaf.grad is not None
+    assert (leaf.grad[0].abs().sum(-1) > 0).tolist() == [True, False, True, False, True, False]
+    with pytest.raises(ValueError, match="sigmoid"):
+        dense_detection_loss(
+            cls[..., 1:], box, labels, box, activation="sigmoid", cls_loss="ce_ohem"
+        )
+
+
 def test_dense_loss_sigmoid_by_hand() -> None:
     cls = torch.tensor([[[0.0, 0.0], [0.0, math.log(3.0)], [50.0, 50.0]]])  # K = 2
     box = torch.zeros(1, 3, 4)
@@ -99,8 +154,16 @@ def test_normalised_by_number_of_foreground_anchors() -> None:
     torch.testing.assert_close(out["loss_cls"], torch.tensor(expected))
 
 
-@pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
-@pytest.mark.parametrize("cls_loss", ["focal", "ce"])
+@pytest.mark.parametrize(
+    ("activation", "cls_loss"),
+    [
+        ("softmax", "focal"),
+        ("softmax", "ce"),
+        ("softmax", "ce_ohem"),
+        ("sigmoid", "focal"),
+        ("sigmoid", "ce"),
+    ],
+)
 def test_image_without_objects(activation: str, cls_loss: str) -> None:
     k = 2 if activation == "softmax" else 1
     cls = torch.randn(1, 50, k, requires_grad=True)

@@ -4,6 +4,7 @@ supervised step when every component is off, rotated boxes, options and validati
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import pytest
@@ -285,3 +286,117 @@ def test_teacher_weights_load_a_trained_detector_and_alpha_1_keeps_it(tmp_path: 
     save_checkpoint({"kind": "ssmd-train", "method": {}}, path)
     with pytest.raises(ValueError, match=r"best\.pt"):
         SSMD(_tiny(), teacher_weights=str(path))
+
+
+def test_iap_fires_on_confident_scores_and_not_below_tau() -> None:
+    """Eq. (9)'s indicator acts on a detector whose foreground probability is ~0.99, not ~0.8."""
+    labeled, unlabeled = _batch(True), _batch(False, seed=1)
+    confident = SSMD(_tiny(prior_prob=0.99), cutout=False).train()
+    got = confident.training_step(labeled, unlabeled, step=10, max_iters=100)
+    assert got["fg_max"].item() == pytest.approx(0.99, abs=0.005)
+    assert got["iap_images"].item() == 1.0
+    assert got["iap_images_labeled"].item() == 1.0 and got["iap_images_unlabeled"].item() == 1.0
+    assert got["iap_anchors"].item() == 1.0  # every anchor is above 0.95
+    assert got["iap_tau"].item() == pytest.approx(0.95)
+
+    timid = SSMD(_tiny(prior_prob=0.8), cutout=False).train()
+    low = timid.training_step(labeled, unlabeled, step=10, max_iters=100)
+    assert low["fg_max"].item() == pytest.approx(0.8, abs=0.03)
+    assert low["iap_images"].item() == 0.0 and low["iap_anchors"].item() == 0.0
+    assert low["iap_images_unlabeled"].item() == 0.0
+    # the diagnostics are logged, never back-propagated
+    expected = low["loss_cls"] + low["loss_box"] + low["cons_weight"] * low["loss_cons"]
+    assert low["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+    # relative threshold: tau times the batch's best score, so the same detector fires
+    relative = SSMD(_tiny(prior_prob=0.8), cutout=False, tau_mode="relative").train()
+    rel = relative.training_step(labeled, unlabeled, step=10, max_iters=100)
+    assert rel["iap_tau"].item() == pytest.approx(0.95 * rel["fg_max"].item(), rel=0.01)
+    assert rel["iap_images"].item() == 1.0
+    assert 0.0 < rel["iap_anchors"].item() <= 1.0
+
+    off = SSMD(_tiny(prior_prob=0.99), cutout=False, iap=False).train()
+    assert off.training_step(labeled, unlabeled, 10, 100)["iap_images"].item() == 0.0
+
+
+def test_iap_perturbs_the_teacher_view_when_it_fires() -> None:
+    method = SSMD(_tiny(prior_prob=0.99), cutout=False, rotate=0.0).train()
+    images = _batch(False).images
+    views = method.make_views(images)
+    student = method.model(views.student)
+    stats: dict[str, list[float]] = {}
+    perturbed = method.teacher_predictions(views, student, stats)
+    assert stats["iap_images"] == [2.0, 2.0]
+    with torch.no_grad():
+        clean = method.teacher(views.teacher).hflip()
+    assert not torch.allclose(perturbed.box_deltas[0], clean.box_deltas[0])
+
+
+def test_cutout_diagnostics_are_logged() -> None:
+    torch.manual_seed(0)
+    method = SSMD(_tiny(), **{**OFF, "cutout": True, "cutout_n": 2, "cutout_size": 140}).train()
+    got = method.training_step(_batch(True), _batch(False, seed=1), 10, 100)
+    assert 0.0 < got["cutout_masked_anchors"].item() < 1.0
+    assert 0.0 < got["cutout_masked_w"].item() < 1.0
+    literal = SSMD(_tiny(), **{**OFF, "cutout": True, "cutout_mask": False}).train()
+    none = literal.training_step(_batch(True), _batch(False, seed=1), 10, 100)
+    assert none["cutout_masked_anchors"].item() == 0.0
+
+
+def test_box_level_cutout_mask_drops_anchors_whose_box_is_hidden() -> None:
+    from ssmd.data.transforms.functional import visible_fraction
+    from ssmd.models.detectors.retinanet import DenseOutputs
+
+    images = torch.zeros(1, 3, 128, 128)
+    cell = SSMD(_tiny(), **{**OFF, "cutout": True})
+    box = SSMD(_tiny(), **{**OFF, "cutout": True, "cutout_mask": "box"})
+    views = cell.make_views(images)
+    erased = torch.zeros(1, 128, 128, dtype=torch.bool)
+    erased[0, :, 40:] = True  # every pixel with x >= 40
+    views.erased = erased
+    with torch.no_grad():
+        out = cell.model(images)
+    zero = DenseOutputs(
+        [torch.zeros_like(t) for t in out.cls_logits],
+        [torch.zeros_like(t) for t in out.box_deltas],
+        out.image_size,
+    )  # deltas 0: every predicted box is its anchor
+    keep_cell = cell.anchor_mask(views, zero)
+    keep_box = box.anchor_mask(views, zero)
+    assert keep_cell is not None and keep_box is not None
+    anchors = cell.model.anchors(zero)  # (N, 4)
+    hidden = 1.0 - visible_fraction(anchors, erased[0])  # independent per-box computation
+    assert torch.equal(keep_box[0], keep_cell[0] & ~(hidden > 0.25))
+    # the P3 cell at x in [32, 40) is visible, but its wide anchors reach into x >= 40
+    a = 9
+    rows = slice((4 * 16 + 4) * a, (4 * 16 + 4) * a + a)  # level 0, y = 4, x = 4
+    assert bool(keep_cell[0, rows].all()) and not bool(keep_box[0, rows].all())
+    assert bool(keep_box[0, rows].any())
+    # a teacher predicting 4x larger boxes (dw = dh = log 4) hides every anchor of that cell
+    big = DenseOutputs(
+        zero.cls_logits,
+        [
+            torch.zeros_like(t).index_fill(2, torch.tensor([2, 3]), math.log(4.0))
+            for t in out.box_deltas
+        ],
+        out.image_size,
+    )
+    keep_teacher = box.anchor_mask(views, zero, big)
+    assert keep_teacher is not None and not bool(keep_teacher[0, rows].any())
+    assert not bool((keep_teacher & ~keep_box).any())  # only ever drops more
+
+
+def test_new_options_are_validated() -> None:
+    cases: list[tuple[str, object]] = [
+        ("tau_mode", "quantile"),
+        ("cutout_mask", "pixels"),
+        ("cutout_mask_fraction", 1.0),
+        ("fill", "black"),
+        ("fill", True),
+    ]
+    for key, value in cases:
+        with pytest.raises(ValueError, match=rf"method\.{key}"):
+            SSMD(_tiny(), **{key: value})  # type: ignore[arg-type]
+    assert SSMD(_tiny(), fill=-2.0).fill == -2.0
+    assert SSMD(_tiny(), cutout_mask=False).cutout_mask == "none"
+    assert SSMD(_tiny()).cutout_mask == "cell" and SSMD.defaults["fill"] == "median"

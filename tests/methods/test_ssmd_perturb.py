@@ -100,7 +100,7 @@ def test_views_rotate_boxes_for_the_supervised_loss(monkeypatch: pytest.MonkeyPa
 def test_cutout_masks_are_independent() -> None:
     images = torch.ones(2, 1, 128, 128)
     views = make_consistency_views(
-        images, rotate_degrees=0.0, flip=False, cutout_n=5, cutout_size=70
+        images, rotate_degrees=0.0, flip=False, cutout_n=5, cutout_size=70, fill=0.0
     )
     zeros_s = views.student == 0
     zeros_t = views.teacher == 0
@@ -248,7 +248,7 @@ def test_mostly_erased_boxes_are_dropped_from_the_targets() -> None:
         [[x, y, x + 8.0, y + 8.0] for y in range(0, 64, 8) for x in range(0, 64, 8)]
     )
     labels = torch.ones(len(grid), dtype=torch.int64)
-    kw = dict(rotate_degrees=0.0, flip=True, cutout_n=3, cutout_size=126)
+    kw = dict(rotate_degrees=0.0, flip=True, cutout_n=3, cutout_size=126, fill=0.0)
     g = torch.Generator().manual_seed(3)
     kept = make_consistency_views(images, [grid], [labels], min_visible=0.5, generator=g, **kw)
     g = torch.Generator().manual_seed(3)
@@ -280,3 +280,109 @@ def test_erased_anchor_mask_follows_flatten_order() -> None:
     want1 = [y < 1 and x >= 1 for y in range(2) for x in range(2) for _ in range(2)]
     assert mask[0].tolist() == want0 + want1
     assert perturb.erased_anchor_mask(erased, outputs, levels=1).shape == (1, 32)
+
+
+def test_background_fill_by_hand() -> None:
+    from ssmd.methods.perturb import background_fill
+
+    # image 0: channel 0 is mostly background at -2 with a few bright pixels; channel 1 ramps
+    images = torch.zeros(2, 2, 3, 3)
+    images[0, 0] = torch.tensor([[-2.0, -2.0, -2.0], [-2.0, -2.0, 1.0], [1.0, 3.0, 3.0]])
+    images[0, 1] = torch.arange(9.0).view(3, 3)
+    images[1] = 0.5
+    med = background_fill(images, "median")
+    assert med.shape == (2, 2, 1, 1)
+    assert med.flatten().tolist() == [-2.0, 4.0, 0.5, 0.5]
+    assert torch.equal(background_fill(images, "dataset_mean"), torch.zeros(2, 2, 1, 1))
+    assert torch.equal(background_fill(images, -2.0), torch.full((2, 2, 1, 1), -2.0))
+    with pytest.raises(ValueError, match="fill"):
+        background_fill(images, "black")
+
+
+def _dark_field(size: int = 64) -> Tensor:
+    """A normalised fluorescence-like image: background -2 (raw 0), one bright nucleus."""
+    image = torch.full((1, 1, size, size), -2.0)
+    image[..., 24:40, 24:40] = 3.0
+    return image
+
+
+def test_rotated_in_corners_are_background(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(perturb, "random_angles", lambda n, m, g=None: [10.0] * n)
+    image = _dark_field()
+    views = make_consistency_views(image, rotate_degrees=10.0, flip=False, cutout_n=0)
+    assert views.fill is not None and views.fill.item() == -2.0
+    assert views.student[0, 0, 0, 0].item() == pytest.approx(-2.0)  # rotated-in corner
+    assert views.student[0, 0, 32, 32].item() == pytest.approx(3.0)  # the nucleus stays
+    old = make_consistency_views(
+        image, rotate_degrees=10.0, flip=False, cutout_n=0, fill="dataset_mean"
+    )
+    assert old.student[0, 0, 0, 0].item() == 0.0  # the grey of the old behaviour
+
+
+def test_cutout_squares_are_background() -> None:
+    image = _dark_field()
+    g = torch.Generator().manual_seed(0)
+    cut = make_consistency_views(
+        image, rotate_degrees=0.0, flip=False, cutout_n=3, cutout_size=126, generator=g
+    )
+    assert cut.erased is not None
+    erased_s = cut.erased[0]  # teacher squares are in the union too; check the student's own
+    squares = cut.student[0, 0] != image[0, 0]
+    assert bool(squares.any()) and bool((squares <= erased_s).all())
+    # squares hide the nucleus with background, never with grey
+    assert set(cut.student.unique().tolist()) <= {-2.0, 3.0}
+    assert set(cut.teacher.unique().tolist()) <= {-2.0, 3.0}
+
+
+def test_clean_teacher_view_has_no_squares() -> None:
+    images = torch.randn(2, 3, 64, 64)
+    g = torch.Generator().manual_seed(1)
+    views = make_consistency_views(
+        images,
+        rotate_degrees=0.0,
+        flip=True,
+        cutout_n=3,
+        cutout_size=126,
+        fill=100.0,
+        teacher_cutout=False,
+        generator=g,
+    )
+    assert torch.equal(views.teacher, images.flip(-1))
+    assert views.erased is not None
+    assert torch.equal(views.erased, (views.student == 100.0).all(dim=1))  # student's only
+    both = make_consistency_views(
+        images, rotate_degrees=0.0, flip=True, cutout_n=3, cutout_size=126, fill=100.0
+    )
+    assert bool((both.teacher == 100.0).any())
+
+
+def test_erased_box_fraction_and_mask_by_hand() -> None:
+    from ssmd.methods.perturb import erased_box_mask, erased_fraction
+
+    erased = torch.zeros(2, 20, 20, dtype=torch.bool)
+    erased[0, :10, :10] = True  # image 0: the top-left 10 x 10 square
+    boxes = torch.tensor(
+        [
+            [0.0, 0.0, 10.0, 10.0],  # inside the square: 1
+            [5.0, 5.0, 15.0, 15.0],  # 5 x 5 of 10 x 10: 0.25
+            [10.0, 10.0, 20.0, 20.0],  # outside: 0
+            [8.0, 0.0, 18.0, 10.0],  # 2 x 10 of 10 x 10: 0.2
+            [4.5, 4.5, 9.5, 9.5],  # rounded outwards to [4, 10): inside, 1
+            [3.0, 3.0, 3.0, 3.0],  # no pixel: 0
+            [30.0, 30.0, 40.0, 40.0],  # outside the image: 0
+        ]
+    )
+    frac = erased_fraction(erased, boxes.expand(2, -1, -1))
+    want = torch.tensor([1.0, 0.25, 0.0, 0.2, 1.0, 0.0, 0.0])
+    torch.testing.assert_close(frac[0], want)
+    torch.testing.assert_close(frac[1], torch.zeros(7))  # image 1 has no square
+    mask = erased_box_mask(erased, [boxes], threshold=0.2)
+    assert mask[0].tolist() == [True, True, False, False, True, False, False]
+    assert not bool(mask[1].any())
+    # several box sets: an anchor is dropped when any of its boxes is hidden
+    moved = boxes.clone().expand(2, -1, -1).clone()
+    moved[0, 2] = torch.tensor([0.0, 0.0, 4.0, 4.0])  # the predicted box of anchor 2 is hidden
+    both = erased_box_mask(erased, [boxes, moved], threshold=0.2)
+    assert both[0].tolist() == [True, True, True, False, True, False, False]
+    with pytest.raises(ValueError, match="box set"):
+        erased_box_mask(erased, [])

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ssmd.config import ConfigError, dump_config
+from ssmd.config import DEFAULTS, ConfigError, dump_config
 from ssmd.data import build_dataset
 from ssmd.data.datasets.base import DetectionDataset
 from ssmd.data.datasets.coco import to_coco_dict
@@ -35,7 +35,7 @@ from ssmd.engine.schedules import lr_factor
 from ssmd.engine.trainer import Trainer
 from ssmd.evaluation import coco_ap, froc_from_coco, predictions_to_coco_results
 from ssmd.methods import Method, build_method
-from ssmd.models.detectors.retinanet import RetinaNet, build_retinanet
+from ssmd.models.factory import model_from_config
 from ssmd.models.layers.noisy_residual import strip_feature_perturbations
 from ssmd.structures.sample import Sample
 
@@ -169,25 +169,16 @@ def build_data(config: dict[str, Any], split: Split | None = None) -> DataBundle
     return DataBundle(dataset, split, samples)
 
 
-def build_model(model_cfg: dict[str, Any], num_classes: int) -> RetinaNet:
-    """The detector from the ``model`` section."""
-    return build_retinanet(
-        backbone=model_cfg["backbone"],
-        backbone_norm=model_cfg.get("backbone_norm", "bn"),
-        width_multiplier=float(model_cfg["width_multiplier"]),
-        fpn_channels=int(model_cfg["fpn_channels"]),
-        head_convs=int(model_cfg["head_convs"]),
-        head_norm=model_cfg.get("head_norm"),
-        num_classes=num_classes,
-        anchor_sizes=tuple(float(s) for s in model_cfg["anchor_sizes"]),
-        activation=model_cfg["activation"],
-        cls_loss=model_cfg["cls_loss"],
-        pretrained_weights=model_cfg.get("pretrained_weights"),
-        score_thresh=float(model_cfg["score_thresh"]),
-        nms_thresh=float(model_cfg["nms_thresh"]),
-        topk_candidates=int(model_cfg["topk_candidates"]),
-        detections_per_img=int(model_cfg["detections_per_img"]),
-    )
+def build_model(model_cfg: dict[str, Any], num_classes: int) -> nn.Module:
+    """The detector ``model.name`` (default ``retinanet``) from the ``model`` section.
+
+    Dispatches through the model registry (:func:`ssmd.models.factory.model_from_config`):
+    the registered builder turns the section's keys into constructor arguments.
+
+    Raises:
+        ConfigError: unknown ``model.name`` or a key the detector does not read.
+    """
+    return model_from_config(model_cfg, num_classes, shared=DEFAULTS["model"])
 
 
 def build_optimizer(params: list[nn.Parameter], train_cfg: dict[str, Any]) -> torch.optim.Optimizer:
@@ -370,8 +361,11 @@ def run_training(
     return summary
 
 
-def load_model(checkpoint: str | Path, which: str = "student") -> tuple[RetinaNet, dict[str, Any]]:
+def load_model(checkpoint: str | Path, which: str = "student") -> tuple[nn.Module, dict[str, Any]]:
     """A detector and its config from ``best.pt`` / ``last.pt`` (``weights_only`` loading).
+
+    The detector is rebuilt by :func:`build_model` from the checkpoint's ``model`` section
+    (``model.name``; checkpoints written before the key existed are RetinaNets).
 
     Args:
         checkpoint: a model checkpoint (``best.pt``) or a training checkpoint (``last.pt``).

@@ -153,6 +153,8 @@ def stage1_mismatch(config: dict[str, Any], run_dir: str | Path) -> str | None:
             return f"{run / name} does not exist (not a finished run)"
     try:
         theirs = _flat(yaml.safe_load((run / "config.yaml").read_text()) or {})
+        # runs from before model.name existed were RetinaNets
+        theirs.setdefault("model.name", "retinanet")
     except yaml.YAMLError as exc:
         return f"{run / 'config.yaml'} is not valid YAML: {exc}"
     # the same YAML round trip as the run's own config.yaml (tuples -> lists, ...)

@@ -5,21 +5,44 @@ augmented by the engine):
 
 1. views (:func:`~ssmd.methods.perturb.make_consistency_views`): the student sees
    ``cutout(Rot(x))``; the teacher sees ``cutout'(Flip(Rot(x)))`` with the same angle and
-   independent cutout squares (Algorithm 1 lines 1-2; see that module for the order);
+   independent cutout squares (Algorithm 1 lines 1-2; see that module for the order), the
+   rotated-in corners and the squares filled with the image's background value (``fill``,
+   default the per-image median; ``teacher_cutout=False``: no squares in the teacher's view);
 2. the student (with its feature-noise layers, Sec. 3.2) runs on the labeled and on the
    unlabeled views in two forward passes, so the BatchNorm statistics of the supervised
    loss come from labeled images only, as in the supervised baseline; the supervised loss
    (line 10) uses the labeled view's rotated boxes;
 3. the teacher's input gets the instance-level adversarial perturbation (Eq. (8)-(9), one
    extra teacher forward + backward to the input, run only on the images that have an
-   anchor above ``tau`` — the others get ``r_adv = 0`` exactly), then the teacher predicts without
-   gradient and its outputs are mirrored back with ``DenseOutputs.hflip()``, so every anchor
-   of every level is compared with its counterpart;
+   anchor above the threshold — the others get ``r_adv = 0`` exactly), then the teacher
+   predicts without gradient and its outputs are mirrored back with ``DenseOutputs.hflip()``,
+   so every anchor of every level is compared with its counterpart;
 4. ``loss_cons`` = adaptive consistency cost (Eq. (4)-(5)) of the labeled images + that of
    the unlabeled images (lines 11-12, each a W-weighted mean over its anchors);
    ``loss = loss_cls + loss_box + lambda * loss_cons`` with ``lambda`` from Eq. (10) times
    ``consistency_weight`` (line 13);
 5. after the optimiser step, :meth:`SSMD.after_step` moves the teacher by Eq. (2).
+
+**Does each switch act?** A component that silently never runs is a defect, so every step
+returns, beside the losses, how often each one acted (logged as ``train/<key>`` in
+``metrics.jsonl``; never added to ``loss``): ``fg_max`` (mean over the step's images of the
+student's largest foreground probability ``1 - p_s[0]``), ``iap_tau`` (the threshold of
+Eq. (9) used), ``iap_images`` / ``iap_images_labeled`` / ``iap_images_unlabeled`` (fraction
+of images whose ``r_adv`` is non-zero), ``iap_anchors`` (fraction of the regularised anchors
+that pass the indicator), ``cutout_masked_anchors`` and ``cutout_masked_w`` (fraction of the
+anchors, and of the Eq. (4) weight, left out of the cost by the cutout mask) and
+``boxes_erased`` (labeled boxes dropped as mostly erased).
+
+**The threshold of Eq. (9) and the score scale.** ``tau = 0.95`` assumes probabilities that
+reach 0.95. The default focal loss does not produce them: on DSB the largest foreground
+probability per image stays at 0.35-0.82 after ~500 steps (the highest of 27k test detections
+of a trained supervised model is 0.937), so with the paper's threshold the adversarial step
+never runs. Two ways out, both off by default: ``tau_mode="relative"`` (not in the paper)
+compares with ``tau`` times the largest foreground probability of the batch (labeled and
+unlabeled batches separately), so "confident" means "within ``1 - tau`` of the best the
+detector currently does"; or train the detector with the cross entropy of Algorithm 1 line
+10 (``model.cls_loss=ce_ohem``, :mod:`ssmd.losses.detection`), whose probabilities do reach
+the paper's scale, and keep ``tau_mode="absolute"``.
 
 **Teacher.** A deep copy of the student made after the feature-noise layers are inserted
 (``teacher_init="copy"``, or re-drawn with ``"independent"``, see
@@ -46,16 +69,18 @@ from typing import Any, ClassVar, cast
 import torch
 from torch import Tensor, nn
 
-from ssmd.losses.consistency import COMPONENTS, adaptive_consistency_loss
+from ssmd.losses.consistency import COMPONENTS, adaptive_consistency_loss, adaptive_weight
 from ssmd.methods.base import METHODS, Method
 from ssmd.methods.perturb import (
+    FILL_MODES,
     ConsistencyViews,
     erased_anchor_mask,
+    erased_box_mask,
     instance_adversarial_perturbation,
     make_consistency_views,
 )
 from ssmd.methods.schedules import RAMPS, consistency_weight
-from ssmd.models.detectors.retinanet import DenseOutputs, RetinaNet
+from ssmd.models.detectors.retinanet import DenseOutputs, RetinaNet, flatten_levels
 from ssmd.models.ema import BufferPolicy, ModelEma, TeacherInit, create_teacher
 from ssmd.models.layers.noisy_residual import PERTURBATION_NAME, strip_feature_perturbations
 from ssmd.models.layers.perturb import (
@@ -65,7 +90,23 @@ from ssmd.models.layers.perturb import (
 )
 from ssmd.structures.sample import Batch
 
-__all__ = ["SSMD"]
+__all__ = ["CUTOUT_MASKS", "SSMD", "TAU_MODES"]
+
+TAU_MODES = ("absolute", "relative")
+"""``tau_mode`` values: Eq. (9)'s fixed threshold, or ``tau`` times the batch's best score."""
+
+CUTOUT_MASKS = ("cell", "box", "none")
+"""``cutout_mask`` values (``True`` = ``"cell"``, ``False`` = ``"none"``)."""
+
+_Stats = dict[str, list[float]]
+"""Per-step diagnostics: name -> ``[numerator, denominator]``, summed over both batches."""
+
+
+def _add(stats: _Stats | None, key: str, num: float, den: float) -> None:
+    if stats is not None:
+        entry = stats.setdefault(key, [0.0, 0.0])
+        entry[0] += num
+        entry[1] += den
 
 
 def _select(outputs: DenseOutputs, idx: Tensor) -> DenseOutputs:
@@ -118,6 +159,9 @@ class SSMD(Method):
         xi: Eq. (8) scale (5e-7, Table 5).
         epsilon: L2 norm of ``r_adv`` per image (2.0, Table 5).
         tau: confidence threshold of Eq. (9) (0.95, Fig. 5).
+        tau_mode: ``"absolute"`` (Eq. (9): ``1 - p_s[0] > tau``) or ``"relative"`` (not in
+            the paper: ``> tau * max`` over the batch's regularised anchors; module
+            docstring).
         cutout: cutout on both branches (independent squares).
         cutout_n: squares per image (5, Table 8).
         cutout_size: square side at ``cutout_reference`` px (70, Table 8), scaled with width.
@@ -125,8 +169,20 @@ class SSMD(Method):
         cutout_min_visible: labeled boxes less visible than this in the student's view are
             dropped from the supervised targets (0.5; 0 = the paper's literal reading;
             :mod:`ssmd.methods.perturb`).
-        cutout_mask: leave the anchors erased in either view out of the consistency cost
-            (True; False = literal reading).
+        cutout_mask: leave the anchors erased in either view out of the consistency cost:
+            ``"cell"`` (or True: the anchor's feature-map cell is mostly erased),
+            ``"box"`` (also when more than ``cutout_mask_fraction`` of the anchor's box, of
+            the student's predicted box or of the teacher's is erased:
+            :func:`~ssmd.methods.perturb.erased_box_mask`; needs a detector with
+            ``anchors()`` and ``box_coder``), ``"none"`` (or False: the literal reading).
+        cutout_mask_fraction: erased fraction of a box above which ``"box"`` drops the anchor.
+        teacher_cutout: cut squares out of the teacher's view too (True, the paper); False
+            gives the teacher a clean view (not in the paper).
+        fill: value of the rotated-in corners and the cutout squares in normalised units:
+            ``"median"`` (per image and channel, the background; default — a bug fix: the
+            views used to be filled with 0, the dataset mean, a grey as bright as a
+            nucleus), ``"dataset_mean"`` (that old 0) or a number
+            (:func:`~ssmd.methods.perturb.background_fill`).
         rotate: maximum rotation in degrees, one angle per image shared by both branches
             (10, Sec. 4.2); 0 disables it.
         flip: horizontal flip of the teacher's view.
@@ -156,12 +212,16 @@ class SSMD(Method):
         "xi": 5e-7,
         "epsilon": 2.0,
         "tau": 0.95,
+        "tau_mode": "absolute",
         "cutout": True,
         "cutout_n": 5,
         "cutout_size": 70,
         "cutout_reference": 448,
         "cutout_min_visible": 0.5,
         "cutout_mask": True,
+        "cutout_mask_fraction": 0.25,
+        "teacher_cutout": True,
+        "fill": "median",
         "rotate": 10.0,
         "flip": True,
         "consistency_weight": 1.0,
@@ -191,12 +251,16 @@ class SSMD(Method):
         xi: float = 5e-7,
         epsilon: float = 2.0,
         tau: float = 0.95,
+        tau_mode: str = "absolute",
         cutout: bool = True,
         cutout_n: int = 5,
         cutout_size: int = 70,
         cutout_reference: int = 448,
         cutout_min_visible: float = 0.5,
-        cutout_mask: bool = True,
+        cutout_mask: bool | str = True,
+        cutout_mask_fraction: float = 0.25,
+        teacher_cutout: bool = True,
+        fill: str | float = "median",
         rotate: float = 10.0,
         flip: bool = True,
         consistency_weight: float = 1.0,
@@ -252,6 +316,27 @@ class SSMD(Method):
             )
         if not 0.0 <= float(cutout_min_visible) <= 1.0:
             raise _fail("cutout_min_visible", cutout_min_visible, "expected a fraction in [0, 1]")
+        if tau_mode not in TAU_MODES:
+            raise _fail("tau_mode", tau_mode, f"expected one of {TAU_MODES}")
+        mask_mode = (
+            "cell" if cutout_mask is True else "none" if cutout_mask is False else cutout_mask
+        )
+        if mask_mode not in CUTOUT_MASKS:
+            raise _fail("cutout_mask", cutout_mask, f"expected one of {CUTOUT_MASKS} or a bool")
+        if mask_mode == "box" and not (hasattr(model, "anchors") and hasattr(model, "box_coder")):
+            raise _fail(
+                "cutout_mask", cutout_mask, "'box' needs a detector with anchors() and box_coder"
+            )
+        if not 0.0 <= float(cutout_mask_fraction) < 1.0:
+            raise _fail(
+                "cutout_mask_fraction", cutout_mask_fraction, "expected a fraction in [0, 1)"
+            )
+        if (
+            isinstance(fill, bool)
+            or (isinstance(fill, str) and fill not in FILL_MODES)
+            or not isinstance(fill, (str, int, float))
+        ):
+            raise _fail("fill", fill, f"expected one of {FILL_MODES} or a number")
         if float(rotate) < 0:
             raise _fail("rotate", rotate, "expected a maximum angle >= 0 in degrees")
 
@@ -265,11 +350,15 @@ class SSMD(Method):
         self.xi = float(xi)
         self.epsilon = float(epsilon)
         self.tau = float(tau)
+        self.tau_mode = str(tau_mode)
         self.cutout_n = int(cutout_n) if cutout else 0
         self.cutout_size = int(cutout_size)
         self.cutout_reference = int(cutout_reference)
         self.cutout_min_visible = float(cutout_min_visible)
-        self.cutout_mask = bool(cutout_mask)
+        self.cutout_mask = str(mask_mode)
+        self.cutout_mask_fraction = float(cutout_mask_fraction)
+        self.teacher_cutout = bool(teacher_cutout)
+        self.fill: str | float = fill if isinstance(fill, str) else float(fill)
         self.rotate = float(rotate)
         self.flip = bool(flip)
         self.consistency_weight = float(consistency_weight)
@@ -383,33 +472,48 @@ class SSMD(Method):
             cutout_size=self.cutout_size,
             cutout_reference=self.cutout_reference,
             min_visible=self.cutout_min_visible if boxes is not None else 0.0,
+            fill=self.fill,
+            teacher_cutout=self.teacher_cutout,
         )
 
     def _teacher_aligned(self, images: Tensor, flipped: bool) -> DenseOutputs:
         out: DenseOutputs = self.teacher(images)
         return out.hflip() if flipped else out
 
-    def teacher_predictions(self, views: ConsistencyViews, student: DenseOutputs) -> DenseOutputs:
+    def teacher_predictions(
+        self, views: ConsistencyViews, student: DenseOutputs, stats: _Stats | None = None
+    ) -> DenseOutputs:
         """Teacher outputs on its (adversarially perturbed) view, mapped onto the student's anchors.
 
         Args:
             views: the batch's views.
             student: the student's predictions on ``views.student`` (for Eq. (9)'s mask).
+            stats: if given, ``fg_max``, ``iap_tau``, ``iap_images`` and ``iap_anchors``
+                counts are added to it (module docstring).
 
         Returns:
             Detached :class:`DenseOutputs` aligned anchor by anchor with ``student``.
         """
         inputs = views.teacher
+        fg = self.foreground(student)  # (B, N)
+        b, n = int(fg.shape[0]), int(fg.shape[1])
+        _add(stats, "fg_max", float(fg.max(dim=1).values.sum()) if n else 0.0, b)
+        acted = 0
         if self.iap and self.epsilon > 0:
-            confident = self.confident_images(student)  # (B,)
+            threshold = self.iap_threshold(fg)
+            confident = self.confident_images(student, threshold)  # (B,)
+            mask = self.anchor_mask(views, student)  # (B, N) or None
+            passing = fg > threshold  # (B, N)
+            if mask is not None:
+                passing = passing & mask
+            _add(stats, "iap_tau", threshold, 1.0)
+            _add(stats, "iap_anchors", float(passing.sum()), passing.numel())
             if bool(confident.any()):
                 # Images without a confident anchor get r_adv = 0 (their g is 0, Eq. (9)), so
                 # the adversarial pass runs on the others only; exact, since the teacher runs
                 # in eval mode (no batch statistics) and the masked cost's sum of weights
                 # gets nothing from the images left out.
                 idx = confident.nonzero().flatten()  # (B',)
-
-                mask = self.anchor_mask(views, student)
                 sub_mask = None if mask is None else mask.index_select(0, idx)  # (B', N)
 
                 def masked_cost(s: DenseOutputs, t: DenseOutputs) -> Tensor:
@@ -419,7 +523,7 @@ class SSMD(Method):
                         self.components,
                         self.levels,
                         acc=self.acc,
-                        fg_threshold=self.tau,
+                        fg_threshold=threshold,
                         detach_teacher=False,
                         anchor_mask=sub_mask,
                     )
@@ -432,29 +536,106 @@ class SSMD(Method):
                     xi=self.xi,
                     epsilon=self.epsilon,
                 )  # (B', C, H, W)
+                acted = int((r_sub.flatten(1).norm(dim=1) > 0).sum())
                 r_adv = torch.zeros_like(inputs).index_copy(0, idx, r_sub)  # (B, C, H, W)
                 inputs = inputs + r_adv
+        _add(stats, "iap_images", acted, b)
         with torch.no_grad():
             return self._teacher_aligned(inputs, views.flipped).detach()
 
-    def confident_images(self, student: DenseOutputs) -> Tensor:
+    def foreground(self, student: DenseOutputs) -> Tensor:
+        """Summed foreground probability ``1 - p_s[0]`` of the regularised anchors: ``Tensor[B, N]``.
+
+        Detached; rows in the flat anchor order of the consistency cost.
+        """
+        n = student.num_levels if self.levels is None else self.levels
+        logits = flatten_levels([t.detach() for t in student.cls_logits[:n]])  # (B, N, K+1)
+        return 1.0 - logits.softmax(dim=-1)[..., 0]  # (B, N)
+
+    def iap_threshold(self, foreground: Tensor) -> float:
+        """The threshold of Eq. (9)'s indicator for a batch.
+
+        Args:
+            foreground: :meth:`foreground` of the batch, ``Tensor[B, N]``.
+
+        Returns:
+            ``tau`` (``tau_mode="absolute"``) or ``tau`` times the largest foreground
+            probability of the batch (``"relative"``).
+        """
+        if self.tau_mode == "relative" and foreground.numel():
+            return self.tau * float(foreground.max())
+        return self.tau
+
+    def confident_images(self, student: DenseOutputs, threshold: float | None = None) -> Tensor:
         """Images that pass Eq. (9)'s indicator: ``Tensor[B]`` bool.
 
         True where some anchor of the regularised levels has a summed foreground
-        probability ``1 - p_s[0]`` above ``tau``.
+        probability ``1 - p_s[0]`` above ``threshold`` (default :meth:`iap_threshold`).
         """
-        n = student.num_levels if self.levels is None else self.levels
-        flags = [
-            (1.0 - lvl.detach().softmax(dim=2)[:, :, 0] > self.tau).flatten(1).any(dim=1)
-            for lvl in student.cls_logits[:n]
-        ]  # each (B,)
-        return torch.stack(flags).any(dim=0)
+        fg = self.foreground(student)  # (B, N)
+        thr = self.iap_threshold(fg) if threshold is None else threshold
+        return (fg > thr).any(dim=1)
 
-    def anchor_mask(self, views: ConsistencyViews, student: DenseOutputs) -> Tensor | None:
-        """Anchors kept in the consistency cost (``Tensor[B, N]`` bool), ``None``: all."""
-        if not self.cutout_mask or views.erased is None:
+    def anchor_mask(
+        self,
+        views: ConsistencyViews,
+        student: DenseOutputs,
+        teacher: DenseOutputs | None = None,
+    ) -> Tensor | None:
+        """Anchors kept in the consistency cost (``Tensor[B, N]`` bool), ``None``: all.
+
+        ``cutout_mask="cell"`` drops the anchors whose cell is mostly erased in either view;
+        ``"box"`` also those whose anchor box, student box or (when ``teacher`` is given)
+        teacher box is erased beyond ``cutout_mask_fraction`` — boxes decoded from the
+        dense deltas, in the student's geometry (the teacher's are already aligned). The
+        adversarial step, which runs before the teacher's prediction exists, uses the
+        anchor and student boxes.
+        """
+        if self.cutout_mask == "none" or views.erased is None:
             return None
-        return ~erased_anchor_mask(views.erased, student, self.levels)  # (B, N)
+        erased = erased_anchor_mask(views.erased, student, self.levels)  # (B, N)
+        if self.cutout_mask == "box":
+            erased = erased | erased_box_mask(
+                views.erased, self._anchor_boxes(student, teacher), self.cutout_mask_fraction
+            )
+        return ~erased
+
+    def _anchor_boxes(
+        self, student: DenseOutputs, teacher: DenseOutputs | None = None
+    ) -> list[Tensor]:
+        """Anchor boxes ``Tensor[N, 4]`` and the boxes decoded from each prediction ``Tensor[B, N, 4]``."""
+        detector = cast(RetinaNet, self.model)
+        n = student.num_levels if self.levels is None else self.levels
+        anchors = torch.cat(detector.anchors_per_level(student)[:n], dim=0)  # (N, 4)
+        boxes = [anchors]
+        for out in (student, teacher):
+            if out is not None:
+                deltas = flatten_levels([t.detach() for t in out.box_deltas[:n]])  # (B, N, 4)
+                boxes.append(detector.box_coder.decode(deltas, anchors[None]))  # (B, N, 4)
+        return boxes
+
+    def _count_mask(
+        self,
+        stats: _Stats | None,
+        mask: Tensor | None,
+        student: DenseOutputs,
+        teacher: DenseOutputs,
+    ) -> None:
+        """Add the fraction of anchors and of Eq. (4)'s weight that ``mask`` leaves out."""
+        if stats is None:
+            return
+        n = student.num_levels if self.levels is None else self.levels
+        if mask is None:
+            _add(stats, "cutout_masked_anchors", 0.0, 1.0)
+            _add(stats, "cutout_masked_w", 0.0, 1.0)
+            return
+        with torch.no_grad():
+            p_s = flatten_levels(student.cls_logits[:n]).softmax(-1)[..., 0]  # (B, N)
+            p_t = flatten_levels(teacher.cls_logits[:n]).softmax(-1)[..., 0]  # (B, N)
+            weight = adaptive_weight(p_s, p_t) if self.acc else torch.ones_like(p_s)
+        left_out = ~mask
+        _add(stats, "cutout_masked_anchors", float(left_out.sum()), mask.numel())
+        _add(stats, "cutout_masked_w", float(weight[left_out].sum()), float(weight.sum()))
 
     def consistency(
         self, student: DenseOutputs, teacher: DenseOutputs, anchor_mask: Tensor | None = None
@@ -464,20 +645,28 @@ class SSMD(Method):
             student, teacher, self.components, self.levels, acc=self.acc, anchor_mask=anchor_mask
         )
 
-    def unlabeled_consistency(self, images: Tensor) -> Tensor:
+    def branch_consistency(
+        self, views: ConsistencyViews, student: DenseOutputs, stats: _Stats | None = None
+    ) -> Tensor:
+        """Teacher prediction, cutout mask and consistency cost of one batch's views."""
+        teacher = self.teacher_predictions(views, student, stats)
+        mask = self.anchor_mask(views, student, teacher)
+        self._count_mask(stats, mask, student, teacher)
+        return self.consistency(student, teacher, mask)
+
+    def unlabeled_consistency(self, images: Tensor, stats: _Stats | None = None) -> Tensor:
         """Consistency cost of a batch without labels (Algorithm 1 line 12), un-weighted.
 
         Args:
             images: ``Tensor[B, C, H, W]``, normalised.
+            stats: optional diagnostics accumulator (:meth:`teacher_predictions`).
 
         Returns:
             Scalar; differentiable with respect to the student only.
         """
         views = self.make_views(images)
         student = self.model(views.student)
-        return self.consistency(
-            student, self.teacher_predictions(views, student), self.anchor_mask(views, student)
-        )
+        return self.branch_consistency(views, student, stats)
 
     # ------------------------------------------------------------------ the step
     def training_step(
@@ -488,8 +677,9 @@ class SSMD(Method):
         Returns:
             ``loss_cls``, ``loss_box`` (supervised, on the student's labeled view),
             ``loss_cons`` (un-weighted consistency, labeled + unlabeled),
-            ``loss_cons_labeled``, ``loss_cons_unlabeled``, ``cons_weight`` (``lambda``) and
-            ``loss = loss_cls + loss_box + lambda * loss_cons``.
+            ``loss_cons_labeled``, ``loss_cons_unlabeled``, ``cons_weight`` (``lambda``),
+            ``loss = loss_cls + loss_box + lambda * loss_cons`` and the diagnostics of the
+            module docstring (detached scalars, not part of ``loss``).
         """
         self._set_teacher_mode()
         lam = consistency_weight(step, max_iters, self.ramp, self.consistency_weight)
@@ -508,16 +698,30 @@ class SSMD(Method):
         losses = detector.loss(student_l, targets)  # Eq. (1), Algorithm 1 line 10
         supervised = sum(losses.values(), start=zero)
 
-        teacher_l = self.teacher_predictions(views, student_l)
-        cons_l = self.consistency(student_l, teacher_l, self.anchor_mask(views, student_l))  # l. 11
+        stats: _Stats = {}
+        labeled_stats: _Stats = {}
+        cons_l = self.branch_consistency(views, student_l, labeled_stats)  # line 11
         cons_u = zero
+        unlabeled_stats: _Stats = {}
         if unlabeled is not None and len(unlabeled) > 0:
-            cons_u = self.unlabeled_consistency(unlabeled.images)  # line 12
+            cons_u = self.unlabeled_consistency(unlabeled.images, unlabeled_stats)  # line 12
+        for part in (labeled_stats, unlabeled_stats):
+            for key, (num, den) in part.items():
+                _add(stats, key, num, den)
         cons = cons_l + cons_u
         losses["loss_cons"] = cons
         losses["loss_cons_labeled"] = cons_l.detach()
         losses["loss_cons_unlabeled"] = cons_u.detach()
         losses["cons_weight"] = torch.tensor(lam, dtype=zero.dtype, device=zero.device)
         losses["boxes_erased"] = torch.tensor(float(views.dropped), dtype=zero.dtype)
+
+        def ratio(part: _Stats, key: str) -> Tensor:
+            num, den = part.get(key, [0.0, 0.0])
+            return torch.tensor(num / den if den > 0 else 0.0, dtype=zero.dtype)
+
+        for key in sorted(stats):
+            losses[key] = ratio(stats, key)
+        losses["iap_images_labeled"] = ratio(labeled_stats, "iap_images")
+        losses["iap_images_unlabeled"] = ratio(unlabeled_stats, "iap_images")
         losses["loss"] = supervised + lam * cons  # line 13
         return losses

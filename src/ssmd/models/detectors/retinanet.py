@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
-from ssmd.losses.detection import Activation, ClsLoss, dense_detection_loss
+from ssmd.losses.detection import CLS_LOSSES, Activation, ClsLoss, dense_detection_loss
 from ssmd.models.backbones.resnet import build_resnet
 from ssmd.models.detectors.anchors import DEFAULT_ASPECT_RATIOS, DEFAULT_SCALES, AnchorGenerator
 from ssmd.models.detectors.box_coder import BoxCoder
@@ -138,7 +138,8 @@ class RetinaNet(nn.Module):
         matcher: anchor assignment; default IoU ``>= 0.5`` foreground, ``< 0.4`` background,
             low-quality matches allowed.
         num_classes: ``K`` foreground classes.
-        cls_loss: ``"focal"`` (default) or ``"ce"``.
+        cls_loss: ``"focal"`` (default), ``"ce"`` or ``"ce_ohem"`` (softmax only;
+            :mod:`ssmd.losses.detection`).
         activation: ``"softmax"`` (``K + 1`` logits, SSMD's ``p^c``) or ``"sigmoid"``.
         score_thresh: minimum class probability kept by :meth:`postprocess`.
         topk_candidates: best (anchor, class) pairs kept per level before NMS.
@@ -179,8 +180,10 @@ class RetinaNet(nn.Module):
                 f"head predicts {head.num_anchors} anchors per location, anchor generator makes "
                 f"{anchor_generator.num_anchors_per_location}"
             )
-        if cls_loss not in ("focal", "ce"):
-            raise ValueError(f"cls_loss must be 'focal' or 'ce', got {cls_loss!r}")
+        if cls_loss not in CLS_LOSSES or (cls_loss == "ce_ohem" and activation != "softmax"):
+            raise ValueError(
+                f"cls_loss must be one of {CLS_LOSSES} ('ce_ohem' with softmax), got {cls_loss!r}"
+            )
         self.backbone = backbone
         self.fpn = fpn
         self.head = head
@@ -434,7 +437,7 @@ def build_retinanet(
         num_classes: ``K`` foreground classes.
         anchor_sizes: base anchor side per level (``8..128`` suits nuclei at 256 px).
         activation: ``"softmax"`` or ``"sigmoid"``.
-        cls_loss: ``"focal"`` or ``"ce"``.
+        cls_loss: ``"focal"``, ``"ce"`` or ``"ce_ohem"`` (:mod:`ssmd.losses.detection`).
         pretrained_weights: optional local ResNet state dict (width 1.0 only).
         in_channels: image channels.
         head_norm: ``"gn"`` or ``None``.
