@@ -309,6 +309,15 @@ def run_training(
             is_labeled=False,
         )
     val_part = "val" if data.split.val else "test"
+    # a method tuned on the labeled validation images (online_teacher), never on test
+    set_validation = getattr(method, "set_validation_samples", None)
+    if callable(set_validation):
+        set_validation(
+            data.samples,
+            data.indices("val"),
+            normalize_transform(config["data"]),
+            int(config["eval"]["batch_size"]),
+        )
 
     def evaluate(trainer: Trainer) -> dict[str, float]:
         return _evaluate_part(trainer.method, data, val_part, config)[0]
