@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from ssmd.models.detectors.base import check_capabilities, detector_capabilities
 from ssmd.structures.sample import Batch
 from ssmd.utils.registry import Registry
 
@@ -27,12 +28,15 @@ class Method(nn.Module, abc.ABC):
     Args:
         model: the detector (or classifier) being trained — the student.
 
-    Subclasses set :attr:`uses_unlabeled` and :attr:`defaults` (their config keys
-    with default values) and implement :meth:`training_step`.
+    Subclasses set :attr:`uses_unlabeled`, :attr:`defaults` (their config keys
+    with default values) and :attr:`requires` (the detector capabilities they use, from
+    :data:`ssmd.models.detectors.base.CAPABILITIES`: ``"losses"``, ``"detections"``,
+    ``"dense_maps"``; checked by :func:`build_method`) and implement :meth:`training_step`.
     """
 
     uses_unlabeled: ClassVar[bool] = False
     defaults: ClassVar[dict[str, Any]] = {}
+    requires: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -76,9 +80,15 @@ def build_method(name: str, model: nn.Module, params: dict[str, Any] | None = No
 
     Raises:
         KeyError: unknown method (the message lists the known ones).
+        ConfigError: ``model`` lacks a capability in the method's :attr:`Method.requires`
+            (the message names the method, the detector and what is missing).
         ValueError: a parameter the method does not declare (``method.<key>``).
     """
     cls = METHODS.get(name)
+    if cls.requires:
+        have = detector_capabilities(model)
+        runs = [n for n in METHODS.names() if set(METHODS.get(n).requires) <= have]
+        check_capabilities(name, cls.requires, model, alternatives=runs)
     return cls(model, **merged_method_params(name, cls.defaults, params))
 
 

@@ -108,6 +108,7 @@ class CSD(Method):
     """
 
     uses_unlabeled: ClassVar[bool] = True
+    requires: ClassVar[tuple[str, ...]] = ("losses", "detections", "dense_maps")
     defaults: ClassVar[dict[str, Any]] = {
         "divergence": "kl",
         "background_elimination": False,

@@ -200,6 +200,7 @@ class FocalMix(Method):
     """
 
     uses_unlabeled: ClassVar[bool] = True
+    requires: ClassVar[tuple[str, ...]] = ("losses", "detections", "dense_maps")
     defaults: ClassVar[dict[str, Any]] = {
         "alpha0": 0.05,
         "alpha1": 0.95,

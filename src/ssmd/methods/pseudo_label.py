@@ -38,7 +38,7 @@ from torch import Tensor
 from ssmd.data.transforms.functional import cutout, vflip_boxes
 from ssmd.methods.base import METHODS, Method
 from ssmd.methods.perturb import scaled_cutout_size
-from ssmd.models.detectors.retinanet import DenseOutputs, RetinaNet
+from ssmd.models.detectors.base import Detector
 from ssmd.structures.sample import Batch
 
 __all__ = ["PseudoLabel", "strong_augment"]
@@ -88,15 +88,6 @@ def _pad_to(images: Tensor, h: int, w: int) -> Tensor:
     return F.pad(images, (0, w - int(images.shape[-1]), 0, h - int(images.shape[-2])))
 
 
-def _rows(outputs: DenseOutputs, start: int, stop: int) -> DenseOutputs:
-    """The predictions of images ``start:stop`` of a batch."""
-    return DenseOutputs(
-        [t[start:stop] for t in outputs.cls_logits],  # (B', A, K+1, H, W)
-        [t[start:stop] for t in outputs.box_deltas],  # (B', A, 4, H, W)
-        outputs.image_size,
-    )
-
-
 def _targets(boxes: list[Tensor], labels: list[Tensor]) -> list[dict[str, Tensor]]:
     return [{"boxes": b, "labels": lab} for b, lab in zip(boxes, labels, strict=True)]
 
@@ -124,6 +115,7 @@ class PseudoLabel(Method):
     """
 
     uses_unlabeled: ClassVar[bool] = True
+    requires: ClassVar[tuple[str, ...]] = ("losses", "detections")
     defaults: ClassVar[dict[str, Any]] = {
         "threshold": 0.9,
         "stage1_dir": None,
@@ -204,14 +196,14 @@ class PseudoLabel(Method):
         h = max(int(p[0].shape[-2]) for p in parts)
         w = max(int(p[0].shape[-1]) for p in parts)
         images = torch.cat([_pad_to(p[0], h, w) for p in parts])  # (B_l + B_u, C, H, W)
-        out: DenseOutputs = self.model(images)
-        detector = cast(RetinaNet, self.model)
+        detector = cast(Detector, self.model)  # any detector: losses on rows of its outputs
+        out = detector(images)
         b_l = int(images_l.shape[0])
-        losses = detector.loss(_rows(out, 0, b_l), _targets(parts[0][1], parts[0][2]))
+        losses = detector.loss(out.rows(0, b_l), _targets(parts[0][1], parts[0][2]))
         supervised = sum(losses.values(), start=zero)
         pseudo = zero
         if len(parts) > 1:
-            u = detector.loss(_rows(out, b_l, len(images)), _targets(parts[1][1], parts[1][2]))
+            u = detector.loss(out.rows(b_l, len(images)), _targets(parts[1][1], parts[1][2]))
             pseudo = sum(u.values(), start=zero)
         losses["loss_pseudo"] = pseudo
         losses["pseudo_images"] = torch.tensor(float(len(kept)), device=zero.device)

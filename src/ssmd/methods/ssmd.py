@@ -191,6 +191,7 @@ class SSMD(Method):
     """
 
     uses_unlabeled: ClassVar[bool] = True
+    requires: ClassVar[tuple[str, ...]] = ("losses", "detections", "dense_maps")
     defaults: ClassVar[dict[str, Any]] = {
         "alpha": 0.99,
         "teacher_init": "copy",

@@ -17,6 +17,7 @@ class Supervised(Method):
     """Train on the labeled part only; with ``split.labeled_ratio=1`` this is the fully supervised run."""
 
     uses_unlabeled: ClassVar[bool] = False
+    requires: ClassVar[tuple[str, ...]] = ("losses", "detections")
     defaults: ClassVar[dict[str, Any]] = {}
 
     def training_step(

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -98,6 +99,14 @@ class DenseOutputs:
         """``Tensor[B, N, 4]`` in anchor order."""
         return flatten_levels(self.box_deltas)
 
+    def rows(self, start: int, stop: int) -> DenseOutputs:
+        """The predictions of images ``start:stop`` of the batch (the detector contract)."""
+        return DenseOutputs(
+            [t[start:stop] for t in self.cls_logits],  # (B', A, C', H_l, W_l)
+            [t[start:stop] for t in self.box_deltas],  # (B', A, 4, H_l, W_l)
+            self.image_size,
+        )
+
     def detach(self) -> DenseOutputs:
         """A copy whose tensors are detached from the graph (e.g. teacher predictions)."""
         return DenseOutputs(
@@ -148,7 +157,11 @@ class RetinaNet(nn.Module):
         focal_alpha: focal-loss foreground weight (background ``1 - alpha``).
         focal_gamma: focal-loss focusing parameter.
         smooth_l1_beta: smooth-L1 ``beta`` of the box loss (see :mod:`ssmd.losses.detection`).
+
+    Implements the detector contract of :mod:`ssmd.models.detectors.base` with dense maps.
     """
+
+    provides_dense_maps: ClassVar[bool] = True
 
     def __init__(
         self,
