@@ -6,7 +6,8 @@ a config's ``model.name`` from the rest of that section: a builder's keyword par
 the config keys it reads.
 
 Adding a detector is a new module that registers its builder with
-``@MODELS.register("name")`` plus one import line at the end of this file.
+``@MODELS.register("name")`` plus one import line among this file's imports (the
+``# registers`` lines).
 """
 
 from __future__ import annotations
