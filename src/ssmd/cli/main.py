@@ -17,7 +17,9 @@ from ssmd import __version__
 
 __all__ = ["main"]
 
-FORMATS = ("dsb2018", "coco", "images", "synthetic")
+FORMATS = ("dsb2018", "coco", "images", "synthetic", "deeplesion")
+# 3D formats that only `ssmd data convert / stats` read (no 2D detector predicts on them)
+VOLUME_FORMATS = ("luna16",)
 # classification sources (ssmd predict / evaluate with a classification checkpoint)
 CLS_FORMATS = ("medmnist", "isic2018", "chestxray14", "synthetic_cls")
 
@@ -31,11 +33,11 @@ examples:
 """
 
 
-def _add_source(p: argparse.ArgumentParser) -> None:
+def _add_source(p: argparse.ArgumentParser, volumes: bool = False) -> None:
     p.add_argument(
         "--format",
         required=True,
-        choices=FORMATS + CLS_FORMATS,
+        choices=FORMATS + CLS_FORMATS + (VOLUME_FORMATS if volumes else ()),
         help="layout of SRC: dsb2018 (Kaggle folder), coco (JSON file), images (folder of images), synthetic (a number of generated images); for classification checkpoints medmnist (.npz), isic2018 (folder), chestxray14 (folder), synthetic_cls (a number)",
     )
     p.add_argument(
@@ -47,6 +49,12 @@ def _add_source(p: argparse.ArgumentParser) -> None:
         "--image-root",
         default=None,
         help="image folder of a COCO file (default: the JSON file's folder)",
+    )
+    p.add_argument(
+        "--annotations",
+        default=None,
+        metavar="CSV",
+        help="luna16: the LUNA16 annotations.csv (seriesuid,coordX,coordY,coordZ,diameter_mm); deeplesion: the DL_info CSV (default SRC/DL_info.csv)",
     )
 
 
@@ -175,10 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     q = dsub.add_parser(
         "convert", help="write a dataset as COCO JSON (image ids 1..N in sorted path order)"
     )
-    _add_source(q)
+    _add_source(q, volumes=True)
     q.add_argument("--out", required=True, help="COCO JSON to write")
     q = dsub.add_parser("stats", help="image/object counts and size histograms")
-    _add_source(q)
+    _add_source(q, volumes=True)
     q.add_argument("--json", action="store_true", help="print JSON instead of a table")
     q = dsub.add_parser("synth", help="write the synthetic nuclei set in the DSB2018 Kaggle layout")
     q.add_argument("--out", required=True, help="folder to create")
@@ -244,7 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_source(fmt: str, src: str, image_root: str | None = None) -> Any:
+def _load_source(
+    fmt: str, src: str, image_root: str | None = None, annotations: str | None = None
+) -> Any:
     from ssmd.data import build_dataset
 
     if fmt == "synthetic":
@@ -252,6 +262,10 @@ def _load_source(fmt: str, src: str, image_root: str | None = None) -> Any:
     kwargs: dict[str, Any] = {}
     if fmt == "coco" and image_root is not None:
         kwargs["image_root"] = image_root
+    if annotations is not None:
+        if fmt not in ("luna16", "deeplesion"):
+            raise ValueError(f"--annotations applies to --format luna16 or deeplesion, not {fmt}")
+        kwargs["annotations" if fmt == "luna16" else "info_csv"] = annotations
     return build_dataset(fmt, src, **kwargs)
 
 
@@ -274,7 +288,9 @@ def _predict(args: argparse.Namespace) -> tuple[Any, list[dict[str, Any]], dict[
     from ssmd.engine.build import load_model, predict_dataset
 
     model, state = load_model(args.checkpoint, which=args.model)
-    dataset = _load_source(args.format, args.src, args.image_root)
+    dataset = _load_source(
+        args.format, args.src, args.image_root, getattr(args, "annotations", None)
+    )
     print(
         f"predicting {len(dataset)} images with the {args.model} network of {args.checkpoint}",
         file=sys.stderr,
@@ -376,17 +392,33 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_data(args: argparse.Namespace) -> int:
     if args.data_command == "convert":
         from ssmd.data.datasets.coco import write_coco
+        from ssmd.data.datasets.luna16 import write_volume_json
 
-        dataset = _load_source(args.format, args.src, args.image_root)
-        write_coco(dataset, args.out)
+        dataset = _load_source(args.format, args.src, args.image_root, args.annotations)
+        for line in getattr(dataset, "report_lines", list)():
+            print(line)
+        if getattr(dataset, "spatial_dims", 2) == 3:
+            write_volume_json(dataset, args.out)
+        else:
+            write_coco(dataset, args.out)
         n_boxes = sum(len(dataset.annotation(i)[0]) for i in range(len(dataset)))
         print(f"wrote {len(dataset)} images and {n_boxes} boxes to {args.out}")
         return 0
     if args.data_command == "stats":
         from ssmd.data import dataset_stats, format_stats
+        from ssmd.data.datasets.luna16 import format_volume_stats, volume_stats
 
-        stats = dataset_stats(_load_source(args.format, args.src, args.image_root))
-        print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
+        dataset = _load_source(args.format, args.src, args.image_root, args.annotations)
+        if getattr(dataset, "spatial_dims", 2) == 3:
+            stats, text = volume_stats(dataset), format_volume_stats
+        else:
+            stats, text = dataset_stats(dataset), format_stats
+        if hasattr(dataset, "report"):
+            stats["report"] = dataset.report
+        out = text(stats)
+        if hasattr(dataset, "report_lines"):
+            out += "\n" + "\n".join(dataset.report_lines()) + "\n"
+        print(json.dumps(stats, indent=2) if args.json else out)
         return 0
     if args.data_command == "synth":
         from ssmd.data.datasets.synthetic import write_dsb_layout

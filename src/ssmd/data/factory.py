@@ -8,8 +8,10 @@ from typing import Any
 
 from ssmd.data.datasets.base import DetectionDataset
 from ssmd.data.datasets.coco import CocoDataset
+from ssmd.data.datasets.deeplesion import DeepLesionDataset
 from ssmd.data.datasets.dsb2018 import DSB2018Dataset
 from ssmd.data.datasets.folder import ImageFolderDataset
+from ssmd.data.datasets.luna16 import Luna16Dataset
 from ssmd.data.datasets.synthetic import SyntheticNucleiDataset
 from ssmd.utils.registry import Registry
 
@@ -35,6 +37,16 @@ def _coco(root: str | Path | None, **kw: Any) -> DetectionDataset:
     return CocoDataset(_need_root("coco", root), **kw)
 
 
+@DATASET_FORMATS.register("deeplesion")
+def _deeplesion(root: str | Path | None, **kw: Any) -> DetectionDataset:
+    return DeepLesionDataset(_need_root("deeplesion", root), **kw)
+
+
+@DATASET_FORMATS.register("luna16")
+def _luna16(root: str | Path | None, **kw: Any) -> DetectionDataset:
+    return Luna16Dataset(_need_root("luna16", root), **kw)
+
+
 @DATASET_FORMATS.register("images")
 def _images(root: str | Path | None, **kw: Any) -> DetectionDataset:
     return ImageFolderDataset(_need_root("images", root), **kw)
@@ -56,7 +68,11 @@ def build_dataset(format: str, root: str | Path | None = None, **kw: Any) -> Det
         format: ``dsb2018`` (root = the folder of sample folders), ``coco`` (root = the
             JSON file; ``image_root=`` the image folder, default the JSON's folder),
             ``images`` (root = any folder of images), ``synthetic`` (root = cache
-            folder, optional; ``n_images=``, ``image_size=``, ``seed=``, ``config=``).
+            folder, optional; ``n_images=``, ``image_size=``, ``seed=``, ``config=``),
+            ``deeplesion`` (root = the folder holding ``Images_png/``; ``info_csv=``,
+            ``num_neighbors=``, ``z_spacing=``, ``window=``, ``slices=``, ``part=``),
+            ``luna16`` (root = folder searched for ``<seriesuid>.mhd``; ``annotations=``
+            the LUNA16 CSV; 3D: items are ``VolumeSample`` s with ``xyzxyz`` boxes).
         root: see ``format``.
         **kw: passed to the dataset class (e.g. ``transform=``, ``cache_dir=``).
 
