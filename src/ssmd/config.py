@@ -168,6 +168,8 @@ CLASSIFICATION_DEFAULTS: dict[str, Any] = {
         # 3x3 stride-1 stem without max-pool, for 28-64 px inputs
         "small_input": True,
         "dropout": 0.2,
+        # a backbone written by `ssmd pretrain` (or a torchvision state dict at width 1)
+        "pretrained_weights": None,
     },
     # the two views eta / eta' (ssmd.data.classification.augment.BatchAugment)
     "augment": {"hflip": 0.5, "vflip": 0.0, "rot90": False, "translate": 2, "noise": 0.1},

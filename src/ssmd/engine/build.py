@@ -384,7 +384,10 @@ def load_model(checkpoint: str | Path, which: str = "student") -> tuple[nn.Modul
     if "config" not in state:
         raise CheckpointError(f"{checkpoint}: field 'config' missing: not an ssmd checkpoint")
     config = state["config"]
-    model = build_model(config["model"], int(state.get("num_classes", 1)))
+    # the checkpoint's weights replace the initial ones: model.pretrained_weights is not re-read
+    model = build_model(
+        {**config["model"], "pretrained_weights": None}, int(state.get("num_classes", 1))
+    )
     if state.get("kind") == "ssmd-model":
         key = "model" if which == "student" else "teacher"
         if key not in state:

@@ -179,7 +179,8 @@ def build_classification_data(config: dict[str, Any]) -> tuple[ClassificationDat
 def build_classification_model(
     model_cfg: dict[str, Any], num_classes: int, in_channels: int
 ) -> Classifier:
-    """The classifier of the ``model`` section."""
+    """The classifier of the ``model`` section (``model.pretrained_weights``: a backbone from
+    ``ssmd pretrain`` for the trunk, see :func:`ssmd.models.classifiers.build_classifier`)."""
     return build_classifier(
         model_cfg["backbone"],
         num_classes=num_classes,
@@ -187,6 +188,7 @@ def build_classification_model(
         width_multiplier=float(model_cfg["width_multiplier"]),
         small_input=bool(model_cfg["small_input"]),
         dropout=float(model_cfg["dropout"]),
+        pretrained_weights=model_cfg.get("pretrained_weights"),
     )
 
 
@@ -404,8 +406,10 @@ def load_classifier(
         raise CheckpointError(
             f"{checkpoint}: field 'task' = {state.get('task')!r}: not a classification checkpoint"
         )
-    model = build_classification_model(
-        state["config"]["model"], int(state["num_classes"]), int(state["in_channels"])
+    model = build_classification_model(  # the checkpoint's weights replace any initial ones
+        {**state["config"]["model"], "pretrained_weights": None},
+        int(state["num_classes"]),
+        int(state["in_channels"]),
     )
     if state.get("kind") == "ssmd-model":
         key = "model" if which == "student" else "teacher"

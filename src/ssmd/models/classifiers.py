@@ -15,13 +15,15 @@ MedMNIST images still leave a 4x4 map at the last stage.
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 from torchvision.models import DenseNet
 
 from ssmd.models.backbones.resnet import build_resnet
+from ssmd.models.backbones.weights import load_backbone_checkpoint
 
 __all__ = ["CLASSIFIER_NAMES", "Classifier", "build_classifier"]
 
@@ -29,9 +31,21 @@ CLASSIFIER_NAMES = ("resnet18", "resnet50", "densenet121")
 
 
 class _ResNetTrunk(nn.Module):
-    """The last stage map of an ``ssmd`` ResNet (torchvision blocks)."""
+    """The last stage map of an ``ssmd`` ResNet (torchvision blocks).
 
-    def __init__(self, name: str, width: float, in_channels: int, small_input: bool) -> None:
+    ``pretrained_weights`` (a backbone from ``ssmd pretrain``, or a torchvision state dict at
+    width 1) is loaded into :attr:`body` after the stem is replaced, so a small-input stem is
+    compared with the file's (``arch.stem``).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        width: float,
+        in_channels: int,
+        small_input: bool,
+        pretrained_weights: str | Path | None = None,
+    ) -> None:
         super().__init__()
         self.body = build_resnet(
             name, width_multiplier=width, in_channels=in_channels, out_indices=(4,)
@@ -41,6 +55,8 @@ class _ResNetTrunk(nn.Module):
             self.body.conv1 = nn.Conv2d(in_channels, stem, 3, stride=1, padding=1, bias=False)
             nn.init.kaiming_normal_(self.body.conv1.weight, mode="fan_out", nonlinearity="relu")
             self.body.maxpool = nn.Identity()  # type: ignore[assignment]
+        if pretrained_weights is not None:
+            self.body.load_pretrained(pretrained_weights)
         self.out_channels = int(self.body.out_channels[-1])
 
     def forward(self, x: Tensor) -> Tensor:
@@ -69,6 +85,19 @@ class _DenseNetTrunk(nn.Module):
         nn.init.kaiming_normal_(feats.conv0.weight)
         self.features = feats
         self.out_channels = int(net.classifier.in_features)
+        self.arch: dict[str, Any] = {
+            "family": "densenet",
+            "name": "densenet121",
+            "width_multiplier": float(width),
+            "in_channels": int(in_channels),
+            "stem": "small" if small_input else "imagenet",
+        }
+
+    def load_pretrained(self, path: str | Path) -> None:
+        """Load a DenseNet backbone written by ``ssmd pretrain`` (same :attr:`arch`)."""
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"pretrained_weights file not found: {path}")
+        load_backbone_checkpoint(self, path)
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.relu(self.features(x))  # (B, C, H/32, W/32), or H/8 with the small stem
@@ -114,16 +143,28 @@ def build_classifier(
     width_multiplier: float = 1.0,
     small_input: bool = False,
     dropout: float = 0.0,
+    pretrained_weights: str | Path | None = None,
 ) -> Classifier:
-    """A :class:`Classifier` by trunk name (randomly initialised; nothing is downloaded).
+    """A :class:`Classifier` by trunk name (nothing is downloaded).
+
+    The trunk is randomly initialised, or loaded from ``pretrained_weights``: a backbone
+    checkpoint written by ``ssmd pretrain`` (its ``arch`` must match: trunk, width, input
+    channels, stem; see :mod:`ssmd.models.backbones.weights`) or, for ResNets at width 1, a
+    torchvision state dict. The linear layer always starts fresh.
 
     Raises:
         KeyError: unknown ``name`` (the message lists the known ones).
+        BackboneMismatchError: ``pretrained_weights`` holds another architecture.
     """
     if name in ("resnet18", "resnet50"):
-        trunk: nn.Module = _ResNetTrunk(name, width_multiplier, in_channels, small_input)
+        trunk: nn.Module = _ResNetTrunk(
+            name, width_multiplier, in_channels, small_input, pretrained_weights
+        )
     elif name == "densenet121":
-        trunk = _DenseNetTrunk(width_multiplier, in_channels, small_input, drop_rate=0.0)
+        dense = _DenseNetTrunk(width_multiplier, in_channels, small_input, drop_rate=0.0)
+        if pretrained_weights is not None:
+            dense.load_pretrained(pretrained_weights)
+        trunk = dense
     else:
         raise KeyError(f"unknown classifier {name!r}; known: {', '.join(CLASSIFIER_NAMES)}")
     return Classifier(trunk, num_classes, dropout=dropout)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -110,6 +111,9 @@ class ResNetFeatures(nn.Module):
         self.width_multiplier = width_multiplier
         self.in_channels = in_channels
         self.out_indices = tuple(out_indices)
+        self.block = block
+        self.layers = tuple(int(n) for n in layers)
+        self.norm = norm
         self.inplanes = _scaled(64, width_multiplier)
 
         self.conv1 = nn.Conv2d(
@@ -166,6 +170,28 @@ class ResNetFeatures(nn.Module):
         )
         return nn.Sequential(*layers)
 
+    @property
+    def arch(self) -> dict[str, Any]:
+        """What fixes the weights' keys and shapes (:mod:`ssmd.models.backbones.weights`).
+
+        ``name`` (``resnet18`` ... or ``custom``), ``width_multiplier``, ``in_channels``,
+        ``norm`` (``bn`` / ``gn``) and ``stem``: ``imagenet`` (7x7 stride-2 convolution and
+        max-pool) or ``small`` (the 3x3 stride-1 stem a classifier's ``small_input`` puts in).
+        """
+        name = next(
+            (n for n, (b, d) in RESNET_SPECS.items() if b is self.block and d == self.layers),
+            "custom",
+        )
+        stem = "imagenet" if tuple(self.conv1.kernel_size) == (7, 7) else "small"
+        return {
+            "family": "resnet",
+            "name": name,
+            "width_multiplier": float(self.width_multiplier),
+            "in_channels": int(self.conv1.in_channels),
+            "norm": self.norm,
+            "stem": stem,
+        }
+
     def stages(self) -> list[nn.Sequential]:
         """``[layer1, layer2, layer3, layer4]``."""
         return [self.layer1, self.layer2, self.layer3, self.layer4]
@@ -201,24 +227,41 @@ class ResNetFeatures(nn.Module):
         return outs
 
     def load_pretrained(self, path: str | Path) -> None:
-        """Load a local torchvision-style ResNet state dict (``torch.load(weights_only=True)``).
+        """Load local weights: an ``ssmd pretrain`` backbone or a torchvision ResNet state dict.
 
-        Only valid at ``width_multiplier == 1``. ``fc.*`` keys are skipped; a ``"state_dict"``
-        or ``"model"`` wrapper and a ``"module."`` prefix are unwrapped. For ``in_channels == 1``
-        an RGB ``conv1.weight`` is summed over its colour channels.
+        A backbone checkpoint (``kind: ssmd-backbone``, any width) must match :attr:`arch`
+        field by field and key by key (:func:`ssmd.models.backbones.weights.load_backbone_state`).
+        A torchvision-style state dict (``torch.load(weights_only=True)``) is only valid at
+        ``width_multiplier == 1``: ``fc.*`` keys are skipped; a ``"state_dict"`` or ``"model"``
+        wrapper and a ``"module."`` prefix are unwrapped; for ``in_channels == 1`` an RGB
+        ``conv1.weight`` is summed over its colour channels.
 
         Raises:
             FileNotFoundError: ``path`` does not exist.
+            BackboneMismatchError: a backbone checkpoint of another architecture (a
+                ``ValueError`` naming the file, the field or key and both values).
             ValueError: wrong width, or missing/unexpected/mis-shaped keys (all named).
         """
+        from ssmd.models.backbones.weights import is_backbone_checkpoint, load_backbone_state
+
         path = Path(path)
-        if self.width_multiplier != 1.0:
-            raise ValueError(
-                f"pretrained_weights={str(path)!r} need width_multiplier=1.0, got {self.width_multiplier}"
-            )
         if not path.is_file():
             raise FileNotFoundError(f"pretrained_weights file not found: {path}")
         loaded = torch.load(path, map_location="cpu", weights_only=True)
+        if is_backbone_checkpoint(loaded):
+            load_backbone_state(self, loaded, path)
+            return
+        if isinstance(loaded, dict) and isinstance(loaded.get("kind"), str):
+            raise ValueError(
+                f"{path}: field 'kind' = {loaded['kind']!r}: an ssmd run checkpoint, not a "
+                "backbone; pass the backbone.pt that ssmd pretrain writes"
+            )
+        if self.width_multiplier != 1.0:
+            raise ValueError(
+                f"pretrained_weights={str(path)!r} is a torchvision state dict, which needs "
+                f"width_multiplier=1.0, got {self.width_multiplier} (a backbone written by "
+                "ssmd pretrain loads at any width)"
+            )
         if (
             isinstance(loaded, dict)
             and len(loaded) == 1
@@ -278,7 +321,9 @@ def build_resnet(
         width_multiplier: channel scale (1.0 = the standard network).
         in_channels: input channels.
         out_indices: returned stages (default ``C3, C4, C5``).
-        pretrained_weights: optional local state-dict file (width 1.0 only); never downloaded.
+        pretrained_weights: optional local file, never downloaded: a backbone written by
+            ``ssmd pretrain`` (same :attr:`ResNetFeatures.arch`, any width) or a torchvision
+            ResNet state dict (width 1.0 only).
         block_wrapper: applied to every residual block after the weights are loaded
             (see :meth:`ResNetFeatures.wrap_blocks`).
         zero_init_residual: zero-init the last BN of each residual branch.
