@@ -224,6 +224,11 @@ class _FixedDetector(nn.Module):
         dets = [self.detections[i % len(self.detections)] for i in range(len(outputs))]
         return [{k: v.clone() for k, v in d.items()} for d in dets]
 
+    def predict(
+        self, images: Tensor, image_sizes: list[tuple[int, int]] | None = None
+    ) -> list[dict[str, Tensor]]:
+        return self.postprocess(self(images), image_sizes)
+
 
 def _toy_batch() -> Batch:
     samples = [
@@ -325,6 +330,32 @@ def test_images_without_pseudo_boxes_are_left_out_unless_keep_empty() -> None:
             assert losses["loss_unsup"].item() == 0.0
         else:  # background only: the image is still trained on, with no box
             assert len(student.targets[1][0]["boxes"]) == 0
+
+
+def test_runs_on_any_detector_with_losses_and_detections() -> None:
+    toy = build_method("online_teacher", _FixedDetector([]), {"threshold": 0.5})
+    assert isinstance(toy, OnlineTeacher) and OnlineTeacher.requires == ("losses", "detections")
+    frcnn = pytest.importorskip("ssmd.models.detectors.faster_rcnn")
+    model = frcnn.build_faster_rcnn(
+        backbone="resnet18",
+        width_multiplier=0.25,
+        fpn_channels=32,
+        anchor_sizes=(8, 16, 32, 64, 128),
+        representation_size=64,
+        box_batch_size_per_image=64,
+        rpn_post_nms_top_n_train=300,
+        rpn_post_nms_top_n_test=200,
+    )
+    method = build_method("online_teacher", model, {"burn_in_iters": 0, "threshold": 0.3})
+    method.train()
+    losses = method.training_step(_batch(), _batch(seed=1, labeled=False), step=0, max_iters=4)
+    assert losses["pseudo_boxes_per_image"].item() > 0  # an untrained RoI head: p ~ 0.5
+    assert {"unsup_loss_rpn_cls", "unsup_loss_cls"} <= set(losses)
+    assert losses["loss_unsup"].item() > 0
+    losses["loss_unsup"].backward()
+    grad = method.model.get_parameter("backbone.conv1.weight").grad
+    assert grad is not None and grad.abs().sum() > 0
+    assert all(p.grad is None for p in method.teacher.parameters())
 
 
 def test_unsupervised_loss_is_nonzero_reaches_student_and_not_teacher() -> None:

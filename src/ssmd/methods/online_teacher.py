@@ -36,7 +36,8 @@ dict (``pseudo_threshold``), so a resumed run uses the same value.
 **Focal loss.** Unbiased Teacher replaces cross-entropy by the focal loss against the class
 imbalance of pseudo boxes; here the detector's own classification loss is used, and with
 ``require_focal`` (default) a detector that declares ``cls_loss`` must declare ``"focal"``
-(RetinaNet's default).
+(RetinaNet's default). A detector without that attribute (the Faster R-CNN, whose RPN and RoI
+losses are torchvision's cross-entropies) trains with its own losses.
 
 **Choices where the sources are silent or do not fit** (stated here and in
 ``docs/experiments.md``):
@@ -215,13 +216,16 @@ class OnlineTeacher(Method):
         jitter_p: probability of the intensity jitter per image.
         scale_min: smallest scale factor of the strong view.
         scale_max: largest scale factor of the strong view.
-        size_divisor: the scaled strong view is padded to a multiple of it.
+        size_divisor: the scaled strong view is padded to a multiple of it (32, detectron2's
+            ``size_divisibility``: any size runs, and 128, the data pipeline's padding, would
+            cost up to 2.25x the pixels of a slightly up-scaled 256 px image).
         cutout_n: cutout squares per strong view image (0: none).
         cutout_size: square side at ``cutout_reference`` px width.
         cutout_reference: the width ``cutout_size`` refers to.
     """
 
     uses_unlabeled: ClassVar[bool] = True
+    requires: ClassVar[tuple[str, ...]] = ("losses", "detections")  # no dense maps: any detector
     burned_in: Tensor  # buffer: bool, burn-in finished (teacher copied)
     pseudo_threshold: Tensor  # buffer: float64, the score threshold (NaN: not chosen yet)
     threshold_f1: Tensor  # buffer: float64, F1 of the chosen threshold (NaN: not "auto")
@@ -242,7 +246,7 @@ class OnlineTeacher(Method):
         "jitter_p": 0.8,
         "scale_min": 0.8,
         "scale_max": 1.2,
-        "size_divisor": 128,
+        "size_divisor": 32,
         "cutout_n": 5,
         "cutout_size": 70,
         "cutout_reference": 448,
@@ -267,7 +271,7 @@ class OnlineTeacher(Method):
         jitter_p: float = 0.8,
         scale_min: float = 0.8,
         scale_max: float = 1.2,
-        size_divisor: int = 128,
+        size_divisor: int = 32,
         cutout_n: int = 5,
         cutout_size: int = 70,
         cutout_reference: int = 448,

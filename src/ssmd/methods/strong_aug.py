@@ -196,7 +196,7 @@ def intensity_jitter(
 
 
 def scale_jitter(
-    images: Tensor, scale: float, size_divisor: int = 128
+    images: Tensor, scale: float, size_divisor: int = 32
 ) -> tuple[Tensor, AxisAlignedMap]:
     """Resize the whole batch by ``scale`` (bilinear) and pad bottom/right to ``size_divisor``.
 
@@ -229,7 +229,7 @@ def strong_view(
     saturation: float = 0.4,
     jitter_p: float = 0.8,
     scale_range: tuple[float, float] = (0.8, 1.2),
-    size_divisor: int = 128,
+    size_divisor: int = 32,
     cutout_n: int = 5,
     cutout_size: int = 70,
     cutout_reference: int = 448,
@@ -240,8 +240,7 @@ def strong_view(
         images: ``Tensor[B, C, H, W]``, normalised; not modified.
         image_sizes: ``(H_i, W_i)`` before batch padding (default: the tensor's).
         scale_range: ``(lo, hi)`` of the batch's scale factor, uniform; ``(1, 1)`` disables it.
-        size_divisor: the scaled batch is padded to a multiple of it (the detector's largest
-            stride; 128 for ``P3..P7``, as the data pipeline pads).
+        size_divisor: the scaled batch is padded to a multiple of it (1: no padding).
         cutout_n: squares per image (0: none).
 
     Returns:
