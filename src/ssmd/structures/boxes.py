@@ -118,26 +118,34 @@ def nondegenerate(boxes: Tensor, min_size: float = 1.0) -> Tensor:
     return ((boxes[..., d:] - boxes[..., :d]) >= min_size).all(dim=-1)
 
 
-def boxes_from_masks(masks: Tensor) -> Tensor:
-    """Tight ``xyxy`` boxes of binary masks ``Tensor[N, H, W]`` -> ``Tensor[N, 4]`` float32.
+def boxes_from_masks(masks: Tensor, spatial_dims: int = 2) -> Tensor:
+    """Tight ``xyxy`` boxes of binary masks ``Tensor[N, *spatial]`` -> ``Tensor[N, 2 * D]`` float32.
 
-    ``x2 = last nonzero column + 1`` (see the module docstring). Every mask must
-    have at least one nonzero pixel; callers validate and name the file first.
+    2D masks are ``(N, H, W)`` and give ``(x1, y1, x2, y2)``; 3D masks (``spatial_dims=3``)
+    are ``(N, D, H, W)`` and give ``(x1, y1, z1, x2, y2, z2)`` (``x`` along ``W``, ``z``
+    along ``D``). ``x2 = last nonzero column + 1`` (see the module docstring). Every mask
+    must have at least one nonzero pixel; callers validate and name the file first.
     """
-    if masks.ndim != 3:
-        raise ValueError(f"masks must be (N, H, W), got shape {tuple(masks.shape)}")
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"boxes_from_masks spatial_dims = {spatial_dims}: expected 2 or 3")
+    if masks.ndim != spatial_dims + 1:
+        want = "(N, H, W)" if spatial_dims == 2 else "(N, D, H, W)"
+        raise ValueError(
+            f"masks must be {want} for spatial_dims={spatial_dims}, got shape {tuple(masks.shape)}"
+        )
     if masks.shape[0] == 0:
-        return torch.zeros((0, 4), dtype=torch.float32)
+        return torch.zeros((0, 2 * spatial_dims), dtype=torch.float32)
     m = masks.bool()
-    rows = m.any(dim=2)  # (N, H)
-    cols = m.any(dim=1)  # (N, W)
-    if not bool(rows.any(dim=1).all()):
+    if not bool(m.flatten(1).any(dim=1).all()):
         raise ValueError("boxes_from_masks got an all-empty mask")
-    h, w = m.shape[1], m.shape[2]
-    ar_h = torch.arange(h)
-    ar_w = torch.arange(w)
-    y1 = torch.where(rows, ar_h, h).min(dim=1).values
-    y2 = torch.where(rows, ar_h, -1).max(dim=1).values + 1
-    x1 = torch.where(cols, ar_w, w).min(dim=1).values
-    x2 = torch.where(cols, ar_w, -1).max(dim=1).values + 1
-    return torch.stack([x1, y1, x2, y2], dim=1).to(torch.float32)
+    lo: list[Tensor] = []
+    hi: list[Tensor] = []
+    for k in range(spatial_dims):  # box axis k (x, y, z) is tensor dim -1 - k
+        dim = masks.ndim - 1 - k
+        others = [d for d in range(1, masks.ndim) if d != dim]
+        along = m.any(dim=tuple(others))  # (N, S_k)
+        n = int(m.shape[dim])
+        ar = torch.arange(n)
+        lo.append(torch.where(along, ar, n).min(dim=1).values)
+        hi.append(torch.where(along, ar, -1).max(dim=1).values + 1)
+    return torch.stack(lo + hi, dim=1).to(torch.float32)
