@@ -54,6 +54,8 @@ DEFAULTS: dict[str, Any] = {
         "scale": 1.0,
         # random training crops of this side (0: whole images); a multiple of 128
         "train_crop": 0,
+        # none | dark_background: invert bright-background images (one nucleus polarity)
+        "polarity": "none",
         "mean": [0.5, 0.5, 0.5],
         "std": [0.25, 0.25, 0.25],
         # keep resized images in memory (fast on CPU; disable for very large sets)
@@ -69,6 +71,10 @@ DEFAULTS: dict[str, Any] = {
         "seed": 0,
         # load an existing manifest instead of drawing one
         "manifest": None,
+        # hold one imaging-type group out as the test part (ssmd.data.groups; issue 25)
+        "holdout_group": None,
+        # fraction of the held-out group used as unlabeled training images
+        "holdout_unlabeled": 0.0,
     },
     "model": {
         # a registered detector, see ssmd.models.MODELS.names() (e.g. retinanet)
@@ -92,7 +98,9 @@ DEFAULTS: dict[str, Any] = {
         "topk_candidates": 1000,
         "detections_per_img": 300,
     },
-    "augment": {"hflip": 0.5, "vflip": 0.0, "rotate": 10.0},
+    # stain_jitter: HED jitter sigma of colour images; grey: probability of a grey view
+    # (ssmd.data.transforms.intensity; issue 25)
+    "augment": {"hflip": 0.5, "vflip": 0.0, "rotate": 10.0, "stain_jitter": 0.0, "grey": 0.0},
     "train": {
         "max_iters": 1200,
         "batch_size": 4,

@@ -26,6 +26,7 @@ from ssmd.data.datasets.base import DetectionDataset
 from ssmd.data.datasets.coco import to_coco_dict
 from ssmd.data.splits import Split, make_split
 from ssmd.data.transforms import Compose, Normalize, RandomHFlip, RandomRotate, RandomVFlip
+from ssmd.data.transforms.intensity import DarkBackground, RandomGrey, RandomStainJitter
 from ssmd.data.transforms.scale import RandomCrop, scale_policy_transform
 from ssmd.engine.checkpoint import CheckpointError, load_checkpoint
 from ssmd.engine.hooks import standard_hooks
@@ -93,6 +94,12 @@ def prepare_transform(data_cfg: dict[str, Any]) -> Callable[[Sample], Sample]:
         float(data_cfg.get("scale", 1.0)),
         pad_to=128,
     )
+    polarity = data_cfg.get("polarity", "none")
+    if polarity == "none":
+        return scale
+    if polarity == "dark_background":
+        return Compose([DarkBackground(), scale])
+    raise ConfigError(f"data.polarity = {polarity!r}: expected none or dark_background")
 
 
 def tiling(config: dict[str, Any]) -> dict[str, Any]:
@@ -127,6 +134,10 @@ def augment_transform(config: dict[str, Any]) -> Callable[[Sample], Sample]:
         steps.append(RandomVFlip(float(aug["vflip"])))
     if float(aug.get("rotate", 0)) > 0:
         steps.append(RandomRotate(float(aug["rotate"])))
+    if float(aug.get("stain_jitter", 0)) > 0:
+        steps.append(RandomStainJitter(float(aug["stain_jitter"])))
+    if float(aug.get("grey", 0)) > 0:
+        steps.append(RandomGrey(float(aug["grey"])))
     steps.append(normalize_transform(config["data"]))
     return Compose(steps)
 
@@ -156,6 +167,17 @@ def build_data(config: dict[str, Any], split: Split | None = None) -> DataBundle
         split.check_dataset(dataset)
     elif sp.get("manifest"):
         split = Split.from_json(sp["manifest"], dataset)
+    elif sp.get("holdout_group"):
+        from ssmd.data.groups import holdout_split, image_groups
+
+        split = holdout_split(
+            image_groups(dataset, config["data"].get("cache_dir")),
+            str(sp["holdout_group"]),
+            seed=int(sp["seed"]),
+            val_fraction=float(sp["val"]),
+            labeled_ratio=float(sp["labeled_ratio"]),
+            unlabeled_fraction=float(sp.get("holdout_unlabeled", 0.0)),
+        )
     else:
         split = make_split(
             dataset,
