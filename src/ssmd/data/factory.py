@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ssmd.data.datasets.base import DetectionDataset
+from ssmd.data.datasets.busi import BUSIDataset
 from ssmd.data.datasets.coco import CocoDataset
 from ssmd.data.datasets.deeplesion import DeepLesionDataset
 from ssmd.data.datasets.dsb2018 import DSB2018Dataset
@@ -30,6 +31,11 @@ def _need_root(fmt: str, root: str | Path | None) -> Path:
 @DATASET_FORMATS.register("dsb2018")
 def _dsb2018(root: str | Path | None, **kw: Any) -> DetectionDataset:
     return DSB2018Dataset(_need_root("dsb2018", root), **kw)
+
+
+@DATASET_FORMATS.register("busi")
+def _busi(root: str | Path | None, **kw: Any) -> DetectionDataset:
+    return BUSIDataset(_need_root("busi", root), **kw)
 
 
 @DATASET_FORMATS.register("coco")
@@ -69,6 +75,8 @@ def build_dataset(format: str, root: str | Path | None = None, **kw: Any) -> Det
             JSON file; ``image_root=`` the image folder, default the JSON's folder),
             ``images`` (root = any folder of images), ``synthetic`` (root = cache
             folder, optional; ``n_images=``, ``image_size=``, ``seed=``, ``config=``),
+            ``busi`` (root = the folder holding ``Dataset_BUSI_with_GT``, or that folder;
+            ``multi_mask=``),
             ``deeplesion`` (root = the folder holding ``Images_png/``; ``info_csv=``,
             ``num_neighbors=``, ``z_spacing=``, ``window=``, ``slices=``, ``part=``),
             ``luna16`` (root = folder searched for ``<seriesuid>.mhd``; ``annotations=``

@@ -14,6 +14,25 @@ Algorithm (the same on every machine and in every process; no Python ``hash()``)
 The train/val/test partition does not depend on the labeled ratio, and the labeled
 sets of one seed are prefixes of one permutation, so they are nested:
 ``labeled(0.1) ⊂ labeled(0.2)``. Lists in a :class:`Split` are stored sorted.
+
+Groups, counts and exclusions (optional; without them the result is the one above,
+bit for bit):
+
+* ``exclude``: names left out of every part (recorded in :attr:`Split.excluded`), e.g.
+  duplicates with conflicting labels; ``n`` counts the remaining images.
+* ``groups``: images that must stay on one side of every split (near-identical copies,
+  :mod:`ssmd.data.duplicates`). The permutations run over *units* -- each group, and each
+  image in no group, sorted by its first name -- and parts are filled first-fit: a unit
+  goes to train if it fits in the ``round(f_train * n)`` train places left, else to val if
+  it fits in val's, else to test; the labeled set is filled the same way from the train
+  units in the order of the second permutation. With every unit a single image this is
+  exactly steps 2-3, so parts have their target sizes unless a group does not fit
+  (then test, or unlabeled, takes it).
+* ``labeled_count``: a number of labeled ("strong") images instead of a ratio (0 allowed:
+  an all-weak training set); ``labeled_eligible``: only these names may be labeled (e.g.
+  the images that have boxes), and a ratio is then a fraction of the eligible train
+  images. Counts of one seed are nested like ratios as long as every unit is a single
+  image (first-fit may skip a group that a smaller count cannot hold).
 """
 
 from __future__ import annotations
@@ -21,7 +40,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -79,7 +98,10 @@ class Split:
         labeled: labeled train images (sorted); ``labeled ⊂ train``.
         unlabeled: ``train - labeled`` (sorted).
         seed: the seed that produced it.
-        ratios: ``{"train", "val", "test", "labeled"}`` fractions it was made with.
+        ratios: ``{"train", "val", "test", "labeled"}`` fractions it was made with
+            (``"labeled_count"`` instead of ``"labeled"`` when made with a count).
+        excluded: images of the dataset deliberately in no part (sorted); written to the
+            manifest only when not empty, so older manifests read and write unchanged.
     """
 
     train: list[str]
@@ -89,6 +111,7 @@ class Split:
     unlabeled: list[str]
     seed: int
     ratios: dict[str, float] = field(default_factory=dict)
+    excluded: list[str] = field(default_factory=list)
 
     def validate(self, source: str | Path = "<split>") -> None:
         """Check the partition's internal consistency.
@@ -118,6 +141,9 @@ class Split:
         missing = train - lab - unl
         if missing:
             raise DataError(source, "train", sorted(missing)[0], "neither labeled nor unlabeled")
+        for name in self.excluded:
+            if name in seen:
+                raise DataError(source, "excluded", name, f"also listed in {seen[name]!r}")
 
     def check_dataset(self, dataset: DetectionDataset, source: str | Path = "<split>") -> None:
         """Check that every file name of the split is an image of ``dataset``.
@@ -126,7 +152,7 @@ class Split:
             DataError: names the first missing file name and the part that lists it.
         """
         names = set(dataset.file_names)
-        for part in ("train", "val", "test"):
+        for part in ("train", "val", "test", "excluded"):
             for name in getattr(self, part):
                 if name not in names:
                     raise DataError(
@@ -145,6 +171,7 @@ class Split:
             "test": list(self.test),
             "labeled": list(self.labeled),
             "unlabeled": list(self.unlabeled),
+            **({"excluded": list(self.excluded)} if self.excluded else {}),
         }
 
     def to_json(self, path: str | Path) -> Path:
@@ -176,6 +203,10 @@ class Split:
             if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
                 raise DataError(source, key, v, "must be a list of file names")
             parts[key] = list(v)
+        excluded = data.get("excluded", [])
+        if not isinstance(excluded, list) or not all(isinstance(e, str) for e in excluded):
+            raise DataError(source, "excluded", excluded, "must be a list of file names")
+        parts["excluded"] = list(excluded)
         split = cls(seed=seed, ratios={k: float(v) for k, v in ratios.items()}, **parts)
         split.validate(source)
         return split
@@ -212,11 +243,42 @@ class Split:
         return list(getattr(self, name))
 
 
+def _units(
+    ordered: list[str], groups: Sequence[Sequence[str]] | None, excluded: set[str]
+) -> list[list[str]]:
+    """Each group (sorted, excluded names removed) and each ungrouped image, by first name."""
+    if groups is None:
+        return [[n] for n in ordered]
+    known = set(ordered) | excluded
+    owner: dict[str, int] = {}
+    units: list[list[str]] = []
+    for g, members in enumerate(groups):
+        if isinstance(members, str):
+            raise ValueError(f"groups[{g}] = {members!r}: each group must be a list of file names")
+        for name in members:
+            if name not in known:
+                raise ValueError(f"groups[{g}] names {name!r}, which is not one of the images")
+            if name in owner and owner[name] != g:
+                raise ValueError(f"{name!r} is in groups[{owner[name]}] and groups[{g}]")
+            owner[name] = g
+        kept = sorted({n for n in members if n not in excluded})
+        if kept:
+            units.append(kept)
+    units += [[n] for n in ordered if n not in owner]
+    units.sort(key=lambda u: u[0])
+    return units
+
+
 def make_split(
     file_names: Sequence[str] | DetectionDataset,
     seed: int = 0,
     fractions: Sequence[float] = (0.8, 0.1, 0.1),
     labeled_ratio: float = 1.0,
+    *,
+    labeled_count: int | None = None,
+    labeled_eligible: Collection[str] | None = None,
+    groups: Sequence[Sequence[str]] | None = None,
+    exclude: Collection[str] = (),
 ) -> Split:
     """Split images into train/val/test and train into labeled/unlabeled (module docstring).
 
@@ -225,35 +287,90 @@ def make_split(
         seed: any integer ``>= 0``.
         fractions: ``(train, val, test)``, summing to 1, train > 0.
         labeled_ratio: fraction of train that is labeled, in ``[0.05, 1.0]``;
-            ``max(1, round(labeled_ratio * n_train))`` images.
+            ``max(1, round(labeled_ratio * n_train))`` images (of the eligible train
+            images when ``labeled_eligible`` is given). Ignored when ``labeled_count``
+            is given.
+        labeled_count: exactly this many labeled images (``0 <= count <=`` the eligible
+            train images), e.g. the 10 / 50 strong images of a weakly-and-semi-supervised run.
+        labeled_eligible: names that may be labeled (default: all).
+        groups: lists of names that must land on one side of every split; a name in no
+            group is its own unit. Names may be in at most one group.
+        exclude: names to leave out of every part.
 
     Raises:
-        ValueError: bad fractions/ratio/seed (the message names the value), repeated
-            names, or no train image.
+        ValueError: bad fractions/ratio/count/seed (the message names the value), repeated
+            names, a group or excluded name that is not an image, or no train image.
     """
     names = file_names.file_names if isinstance(file_names, DetectionDataset) else list(file_names)
     f_train, f_val, f_test = _check_fractions(fractions)
-    ratio = _check_ratio(labeled_ratio)
+    ratio = _check_ratio(labeled_ratio) if labeled_count is None else None
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed = {seed!r}: need an integer >= 0")
     ordered = sorted(names)
     if len(set(ordered)) != len(ordered):
         dup = next(a for a, b in itertools.pairwise(ordered) if a == b)
         raise ValueError(f"file name {dup!r} is listed twice")
+    excluded = set(exclude)
+    unknown = sorted(excluded - set(ordered))
+    if unknown:
+        raise ValueError(f"exclude names {unknown[0]!r}, which is not one of the images")
+    ordered = [n for n in ordered if n not in excluded]
+    units = _units(ordered, groups, excluded)
     n = len(ordered)
     n_train = round(f_train * n)
     n_val = min(round(f_val * n), n - n_train)
     if n_train < 1:
         raise ValueError(f"{n} images with train fraction {f_train}: no train image")
     rng = np.random.Generator(np.random.PCG64(seed))
-    perm = rng.permutation(n)
-    train = [ordered[k] for k in perm[:n_train]]
-    val = [ordered[k] for k in perm[n_train : n_train + n_val]]
-    test = [ordered[k] for k in perm[n_train + n_val :]]
-    order = rng.permutation(n_train)
-    n_lab = max(1, round(ratio * n_train))
-    labeled = [train[k] for k in order[:n_lab]]
-    unlabeled = [train[k] for k in order[n_lab:]]
+    perm = rng.permutation(len(units))
+    train_units: list[list[str]] = []
+    val: list[str] = []
+    test: list[str] = []
+    n_in_train = 0
+    for k in perm:  # first fit (module docstring); singletons: the first n_train, then val
+        unit = units[k]
+        if n_in_train + len(unit) <= n_train:
+            train_units.append(unit)
+            n_in_train += len(unit)
+        elif len(val) + len(unit) <= n_val:
+            val += unit
+        else:
+            test += unit
+    if not train_units:
+        raise ValueError(f"no group of {n} images fits in {n_train} train places")
+    eligible = None if labeled_eligible is None else set(labeled_eligible)
+    n_elig = sum(len(u) for u in train_units if eligible is None or all(m in eligible for m in u))
+    if labeled_count is not None:
+        if not isinstance(labeled_count, int) or isinstance(labeled_count, bool):
+            raise ValueError(f"labeled_count = {labeled_count!r}: need an integer")
+        if not 0 <= labeled_count <= n_elig:
+            raise ValueError(
+                f"labeled_count = {labeled_count}: must lie in [0, {n_elig}] "
+                f"(the train images that may be labeled)"
+            )
+        n_lab = labeled_count
+    else:
+        assert ratio is not None
+        if n_elig == 0:
+            raise ValueError("no train image may be labeled (labeled_eligible holds none)")
+        n_lab = max(1, round(ratio * n_elig))
+    order = rng.permutation(len(train_units))
+    labeled: list[str] = []
+    unlabeled: list[str] = []
+    for k in order:
+        unit = train_units[k]
+        ok = eligible is None or all(m in eligible for m in unit)
+        if ok and len(labeled) + len(unit) <= n_lab:
+            labeled += unit
+        else:
+            unlabeled += unit
+    train = [m for u in train_units for m in u]
+    ratios = {"train": f_train, "val": f_val, "test": f_test}
+    if labeled_count is None:
+        assert ratio is not None
+        ratios["labeled"] = ratio
+    else:
+        ratios["labeled_count"] = float(labeled_count)
     return Split(
         train=sorted(train),
         val=sorted(val),
@@ -261,7 +378,8 @@ def make_split(
         labeled=sorted(labeled),
         unlabeled=sorted(unlabeled),
         seed=seed,
-        ratios={"train": f_train, "val": f_val, "test": f_test, "labeled": ratio},
+        ratios=ratios,
+        excluded=sorted(excluded),
     )
 
 

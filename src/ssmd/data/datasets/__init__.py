@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ssmd.data.datasets.base import DetectionDataset, ImageRecord, SubsetDataset, Transform
+from ssmd.data.datasets.busi import BUSIDataset
 from ssmd.data.datasets.coco import CocoDataset, to_coco_dict, write_coco
 from ssmd.data.datasets.dsb2018 import DSB2018Dataset
 from ssmd.data.datasets.folder import ImageFolderDataset
@@ -14,6 +15,7 @@ from ssmd.data.datasets.synthetic import (
 )
 
 __all__ = [
+    "BUSIDataset",
     "CocoDataset",
     "DSB2018Dataset",
     "DetectionDataset",

@@ -244,6 +244,16 @@ class DetectionDataset(Dataset[Sample], abc.ABC):
     def _ignore(self, i: int) -> tuple[Tensor, Tensor]:
         return empty_annotation()
 
+    def image_fields(self, i: int) -> dict[str, Any]:
+        """Image-level fields of image ``i`` beyond its boxes (default none).
+
+        Formats with image-level annotation return them here (BUSI:
+        ``{"image_label": "normal" | "benign" | "malignant"}``);
+        :func:`~ssmd.data.datasets.coco.to_coco_dict` writes them into the image entry.
+        """
+        self._check_index(i)
+        return {}
+
     def _load_image(self, i: int) -> Tensor:
         """``Tensor[3, H, W]`` float32 in ``[0, 1]`` of image ``i`` (before ``transform``)."""
         return read_image(self.records[i].path)
@@ -356,6 +366,9 @@ class SubsetDataset(DetectionDataset):
 
     def _ignore(self, i: int) -> tuple[Tensor, Tensor]:
         return self._parent._ignore(self._indices[i])
+
+    def image_fields(self, i: int) -> dict[str, Any]:
+        return self._parent.image_fields(self._indices[self._check_index(i)])
 
     def _load_image(self, i: int) -> Tensor:
         return self._parent._load_image(self._indices[i])

@@ -22,7 +22,9 @@ regions, with ``bbox`` ``xywh``, ``area``, ``iscrowd``. Integral coordinates are
 as JSON integers, others as the exact float value of the stored float32, so reading a
 written file gives bit-identical boxes, labels, ignore regions, ids and file names.
 Unlabeled images are written with their ground truth (the labeled flag is split state,
-not data).
+not data). Image-level fields of a format
+(:meth:`~ssmd.data.datasets.base.DetectionDataset.image_fields`, e.g. BUSI's
+``image_label``) are added to its image entries; reading ignores them.
 """
 
 from __future__ import annotations
@@ -292,6 +294,12 @@ def to_coco_dict(dataset: DetectionDataset, indices: Sequence[int] | None = None
                 "file_name": rec.file_name,
                 "width": rec.width,
                 "height": rec.height,
+                # image-level fields (e.g. BUSI's image_label); never the four above
+                **{
+                    k: v
+                    for k, v in dataset.image_fields(i).items()
+                    if k not in ("id", "file_name", "width", "height")
+                },
             }
         )
         boxes, labels = dataset.annotation(i)
