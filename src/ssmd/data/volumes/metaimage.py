@@ -11,7 +11,9 @@ header field and the value:
 - a missing data file (``ElementDataFile`` names a file that does not exist);
 - an uncompressed data file whose size is not ``prod(DimSize) * channels * bytes per
   element`` (``ElementType``);
-- a compressed one (``CompressedData = True``) whose size is not ``CompressedDataSize``;
+- a compressed one (``CompressedData = True``) whose size is not ``CompressedDataSize``
+  or that does not inflate (zlib) to exactly that many bytes -- SimpleITK only prints
+  "Uncompress failed" and returns an image of garbage;
 - anything SimpleITK still refuses (corrupt zlib stream, ...).
 
 Geometry follows :mod:`.volume`: ``Offset`` (a.k.a. ``Origin``) is the world position of
@@ -22,6 +24,7 @@ the voxel size, arrays ``(Z, Y, X)``.
 from __future__ import annotations
 
 import math
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -136,17 +139,24 @@ def _check_data_file(path: Path, fields: dict[str, str]) -> None:
         raise DataError(path, "ElementDataFile", data_name, f"data file {data} does not exist")
     actual = data.stat().st_size
     compressed = (_get(fields, "CompressedData") or "False").strip().lower() == "true"
+    want = math.prod(dims) * channels * MET_ELEMENT_BYTES[etype]
     if compressed:
         declared = _get(fields, "CompressedDataSize")
         if declared is not None:
-            want = _ints(path, "CompressedDataSize", declared)[0]
-            if actual != want:
+            size = _ints(path, "CompressedDataSize", declared)[0]
+            if actual != size:
                 raise DataError(
-                    path, "CompressedDataSize", want,
+                    path, "CompressedDataSize", size,
                     f"the compressed data file {data.name} has {actual} bytes",
                 )  # fmt: skip
+        got = _inflated_size(data)
+        if got != want:
+            raise DataError(
+                path, "DimSize", _get(fields, "DimSize"),
+                f"header needs {want} bytes but {data.name} inflates to "
+                + ("an invalid zlib stream" if got < 0 else f"{got}"),
+            )  # fmt: skip
         return
-    want = math.prod(dims) * channels * MET_ELEMENT_BYTES[etype]
     if actual != want:
         raise DataError(
             path, "DimSize", _get(fields, "DimSize"),
@@ -204,6 +214,26 @@ def read_metaimage_geometry(path: str | Path, check: bool = True) -> VolumeGeome
         direction=np.asarray(reader.GetDirection(), dtype=np.float64).reshape(3, 3),
         source=str(path),
     )
+
+
+def _inflated_size(path: Path, chunk: int = 1 << 20) -> int:
+    """Bytes a zlib-compressed file inflates to (streamed), or -1 if it is not valid zlib.
+
+    SimpleITK only prints "Uncompress failed" on a corrupt ``.zraw`` and returns an
+    image anyway, so the stream is checked here.
+    """
+    inflater = zlib.decompressobj()
+    total = 0
+    try:
+        with path.open("rb") as fh:
+            while block := fh.read(chunk):
+                total += len(inflater.decompress(block))
+                while inflater.unconsumed_tail:
+                    total += len(inflater.decompress(inflater.unconsumed_tail))
+            total += len(inflater.flush())
+    except zlib.error:
+        return -1
+    return total if inflater.eof else -1
 
 
 def read_metaimage(path: str | Path) -> Volume:

@@ -204,8 +204,8 @@ def _interp_axis(a: np.ndarray, axis: int, t: np.ndarray, order: int) -> np.ndar
 def resample(volume: Volume, spacing: Sequence[float] | float, order: int = 1) -> Volume:
     """Resample to a new voxel size, keeping origin and direction.
 
-    The new grid has ``round(size * old_spacing / new_spacing)`` voxels per axis (at
-    least 1), so the physical extent ``size * spacing`` is kept up to one new voxel,
+    The new grid has ``floor(size * old_spacing / new_spacing + 0.5)`` voxels per axis
+    (rounded half up, at least 1), so the physical extent ``size * spacing`` is kept up to one new voxel,
     and its voxel ``j`` sits at old continuous index ``j * new_spacing / old_spacing``
     (voxel ``0`` keeps its world position, so :meth:`Volume.world_to_voxel` stays exact
     on the new grid). Interpolation is separable: trilinear (``order=1``, float32
@@ -233,7 +233,7 @@ def resample(volume: Volume, spacing: Sequence[float] | float, order: int = 1) -
         axis = off + 2 - k  # array axis of voxel axis k
         n_old = a.shape[axis]
         ratio = new[k] / volume.spacing[k]
-        n_new = max(1, round(n_old / ratio))
+        n_new = max(1, math.floor(n_old * volume.spacing[k] / new[k] + 0.5))  # round half up
         if n_new == n_old and math.isclose(ratio, 1.0, rel_tol=0, abs_tol=1e-12):
             continue
         out = _interp_axis(out, axis, np.arange(n_new, dtype=np.float64) * ratio, order)
