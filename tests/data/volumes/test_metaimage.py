@@ -149,5 +149,5 @@ def test_zraw_that_inflates_to_the_wrong_size(tmp_path: Path) -> None:
     z = tmp_path / "a.zraw"
     z.write_bytes(zlib.compress(bytes(40)))  # 40 bytes where 2 * 3 * 4 int16 need 48
     _header_with(path, "CompressedDataSize", str(z.stat().st_size))
-    with pytest.raises(DataError, match="needs 48 bytes but a.zraw inflates to 40"):
+    with pytest.raises(DataError, match=r"needs 48 bytes but a\.zraw inflates to 40"):
         read_metaimage(path)
