@@ -15,6 +15,7 @@ open beyond :data:`DEFAULTS`: a detector (``model.name``) may read keys of its o
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,10 @@ __all__ = [
     "apply_overrides",
     "deep_merge",
     "dump_config",
+    "flatten_config",
     "load_config",
     "parse_override",
+    "validate_config",
 ]
 
 DEFAULTS: dict[str, Any] = {
@@ -301,8 +304,11 @@ def load_config(
     The defaults are :data:`DEFAULTS` (detection), or :data:`CLASSIFICATION_DEFAULTS` when
     the file or an override sets ``task: classification``.
 
+    The result is checked by :func:`validate_config` (types and ranges), once, here.
+
     Raises:
-        ConfigError: missing file, invalid YAML, a non-mapping document or an unknown key.
+        ConfigError: missing file, invalid YAML, a non-mapping document, an unknown key, or a
+            value of the wrong type or out of range.
     """
     loaded: Any = None
     if path is not None:
@@ -327,7 +333,197 @@ def load_config(
         config = deep_merge(config, loaded, strict=True, source=str(path))
     if overrides:
         config = apply_overrides(config, overrides)
-    return config
+    origin: dict[str, str] = {}
+    if loaded is not None:
+        origin.update(dict.fromkeys(flatten_config(loaded), str(path)))
+    for text in overrides or []:
+        origin[".".join(parse_override(text)[0])] = f"override {text!r}"
+    return validate_config(config, origin)
+
+
+# Keys whose default is a number but where ``null`` is meaningful.
+_NULLABLE = frozenset({"train.grad_clip", "data.image_size"})
+# Keys whose default is ``null`` but whose value, when given, must be an integer >= 1.
+_OPTIONAL_POSITIVE_INT = frozenset({"train.unlabeled_batch_size", "train.threads"})
+# Range checks: key -> (low, high, low inclusive, high inclusive); None = unbounded.
+_RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    "train.max_iters": (1, None, True, True),
+    "train.batch_size": (1, None, True, True),
+    "train.unlabeled_batch_size": (1, None, True, True),
+    "train.threads": (1, None, True, True),
+    "train.eval_every": (0, None, True, True),
+    "train.checkpoint_every": (0, None, True, True),
+    "train.log_every": (0, None, True, True),
+    "train.warmup_iters": (0, None, True, True),
+    "train.lr": (0, None, False, True),
+    "train.weight_decay": (0, None, True, True),
+    "train.momentum": (0, None, True, True),
+    "train.gamma": (0, None, False, True),
+    "train.step_at": (0, 1, True, True),
+    "eval.batch_size": (1, None, True, True),
+    "eval.max_dets": (1, None, True, True),
+    "eval.threshold": (0, 1, True, True),
+    "data.input_size": (1, None, True, True),
+    "data.image_size": (1, None, True, True),
+    "data.synthetic.n_images": (1, None, True, True),
+    "data.synthetic.num_classes": (2, None, True, True),
+    "split.train": (0, 1, True, True),
+    "split.val": (0, 1, True, True),
+    "split.test": (0, 1, True, True),
+    "split.labeled_ratio": (0, 1, True, True),
+    "model.width_multiplier": (0, None, False, True),
+    "model.fpn_channels": (1, None, True, True),
+    "model.head_convs": (0, None, True, True),
+    "model.score_thresh": (0, 1, True, True),
+    "model.nms_thresh": (0, 1, True, True),
+    "model.topk_candidates": (1, None, True, True),
+    "model.detections_per_img": (1, None, True, True),
+    "model.dropout": (0, 1, True, False),
+    "augment.hflip": (0, 1, True, True),
+    "augment.vflip": (0, 1, True, True),
+    "augment.noise": (0, None, True, True),
+}
+
+
+def flatten_config(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as dotted keys: ``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists are leaves)."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(flatten_config(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _as_number(value: Any, integer: bool) -> int | float | None:
+    """``value`` as an int / finite float, or ``None`` if it is not one.
+
+    YAML 1.1 reads ``1e-3`` (no dot) as a string, so numeric strings are accepted and
+    converted; booleans are not numbers here (``true`` for ``train.lr`` is a mistake).
+    """
+    if isinstance(value, bool):
+        return None
+    number: float
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        number = value
+    elif isinstance(value, str):
+        try:
+            return int(value.strip()) if integer else float(value)
+        except ValueError:
+            try:
+                number = float(value)
+            except ValueError:
+                return None
+    else:
+        return None
+    if not math.isfinite(number):
+        return None
+    if integer:
+        return int(number) if number.is_integer() else None
+    return float(number)
+
+
+def _range_error(key: str, value: Any, where: str) -> None:
+    spec = _RANGES.get(key)
+    if spec is None or value is None:
+        return
+    lo, hi, lo_in, hi_in = spec
+    bad = (lo is not None and (value < lo if lo_in else value <= lo)) or (
+        hi is not None and (value > hi if hi_in else value >= hi)
+    )
+    if bad:
+        if lo is not None and hi is not None:
+            want = f"in {'[' if lo_in else '('}{lo:g}, {hi:g}{']' if hi_in else ')'}"
+        elif lo is not None:
+            want = f"{'>=' if lo_in else '>'} {lo:g}"
+        else:
+            want = f"{'<=' if hi_in else '<'} {hi:g}"
+        raise ConfigError(f"{where}config key {key} = {value!r}: must be {want}")
+
+
+def validate_config(config: dict[str, Any], origin: dict[str, str] | None = None) -> dict[str, Any]:
+    """Check every value against the type of its default and the known ranges.
+
+    A key whose default (:data:`DEFAULTS`, or :data:`CLASSIFICATION_DEFAULTS` for
+    ``task: classification``) is a bool, int or float must hold one: numbers written as
+    strings (``1e-3``, which YAML 1.1 reads as a string) are converted, an integral float
+    becomes an int; lists of numbers are checked element by element. Counts such as
+    ``train.max_iters`` and ``train.batch_size`` must be >= 1, periods such as
+    ``train.eval_every`` >= 0 (0: only at the end), fractions lie in [0, 1]. The open
+    ``method`` section is left to the method (its keys are the method's own).
+
+    Args:
+        config: a merged config (defaults + file + overrides).
+        origin: dotted key -> where it was set (the file, or ``override 'k=v'``), for messages.
+
+    Returns:
+        A copy with numeric strings and integral floats converted.
+
+    Raises:
+        ConfigError: naming the key, the value, what was expected and where it was set.
+    """
+    origin = origin or {}
+    task = config.get("task", "detection")
+    defaults = flatten_config(CLASSIFICATION_DEFAULTS if task == "classification" else DEFAULTS)
+    out = copy.deepcopy(config)
+    for key, value in flatten_config(config).items():
+        if key.startswith("method.") or key not in defaults:
+            continue
+        where = f"{origin[key]}: " if key in origin else ""
+        default = defaults[key]
+        if value is None and (key in _NULLABLE or default is None):
+            continue
+        new: Any = value
+        if key in _OPTIONAL_POSITIVE_INT:
+            new = _as_number(value, integer=True)
+            if new is None:
+                raise ConfigError(
+                    f"{where}config key {key} = {value!r}: expected an integer or null"
+                )
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}config key {key} = {value!r}: expected true or false")
+        elif isinstance(default, (int, float)):
+            integer = isinstance(default, int)
+            if key == "data.synthetic.image_size" and isinstance(value, list):
+                if len(value) != 2 or any(_as_number(v, True) is None for v in value):
+                    raise ConfigError(
+                        f"{where}config key {key} = {value!r}: expected an integer or [H, W]"
+                    )
+                continue
+            new = _as_number(value, integer)
+            if new is None:
+                kind = "an integer" if integer else "a finite number"
+                raise ConfigError(f"{where}config key {key} = {value!r}: expected {kind}")
+        elif (
+            isinstance(default, list)
+            and default
+            and all(_as_number(v, False) is not None for v in default)
+        ):
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(
+                    f"{where}config key {key} = {value!r}: expected a list of numbers"
+                )
+            new = []
+            for i, item in enumerate(value):
+                number = _as_number(item, integer=False)
+                if number is None:
+                    raise ConfigError(
+                        f"{where}config key {key}[{i}] = {item!r}: expected a number ({key} = {value!r})"
+                    )
+                new.append(item if isinstance(item, (int, float)) else number)
+        else:
+            continue
+        _range_error(key, new, where)
+        if new is not value:
+            node = out
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node[part]
+            node[leaf] = new
+    return out
 
 
 def dump_config(config: dict[str, Any], path: str | Path) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -219,3 +220,165 @@ def test_demo_quick_writes_table_overlays_and_froc(tmp_path: Path) -> None:
     assert rows[0]["labeled_images"] > rows[1]["labeled_images"] == rows[2]["labeled_images"]
     assert (tmp_path / "froc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(list((tmp_path / "overlays").rglob("*.png"))) == 12
+
+
+# ------------------------------------------------------------- issue 24: errors users hit
+def _error_lines(err: str) -> list[str]:
+    """stderr without the CPU-thread line that train/demo/experiment print first."""
+    return [line for line in err.splitlines() if line.strip() and not line.startswith("ssmd: ")]
+
+
+def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
+    """Case name -> (argv, substrings the one error line must hold)."""
+    out = f"output_dir={tmp / 'run'}"
+    (tmp / "a_file").write_text("x")
+    (tmp / "metrics.json").write_text('{"AP": 0.5}')
+    (tmp / "random.pt").write_bytes(b"\x91\xd7\xaa.\x1bq\x97+" + bytes(range(256)))
+    (tmp / "empty.pt").write_bytes(b"")
+    (tmp / "ckpt_dir").mkdir()
+    gt = tmp / "gt.json"
+    gt.write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "a.png", "width": "abc", "height": 10}],
+                "annotations": [],
+                "categories": [{"id": 1, "name": "n"}],
+            }
+        )
+    )
+    (tmp / "pred.json").write_text("[]")
+
+    def predict(ckpt: str) -> list[str]:
+        return ["predict", "--checkpoint", str(tmp / ckpt), "--format", "images", str(tmp),
+                "--out", str(tmp / "p.json")]  # fmt: skip
+
+    return {
+        "lr=abc": (["train", out, "train.lr=abc"], ["train.lr", "'abc'", "a finite number"]),
+        "eval_every=abc": (["train", out, "train.eval_every=abc"], ["train.eval_every", "'abc'"]),
+        "max_iters=0": (["train", out, "train.max_iters=0"], ["train.max_iters = 0", ">= 1"]),
+        "max_iters=-5": (["train", out, "train.max_iters=-5"], ["train.max_iters = -5"]),
+        "coco root is a folder": (
+            ["train", out, "data.format=coco", f"data.root={tmp}"],
+            [str(tmp), "is a folder", "COCO JSON file"],
+        ),
+        "format=bogus": (
+            ["train", out, "data.format=bogus"],
+            ["'bogus'", "unknown format; known: ", "coco, ", "dsb2018, "],
+        ),
+        "output_dir under a file": (
+            ["train", f"output_dir={tmp / 'a_file' / 'run'}"],
+            ["output_dir", str(tmp / "a_file"), "is a file"],
+        ),
+        "checkpoint is JSON": (predict("metrics.json"), ["metrics.json: a JSON file"]),
+        "checkpoint is random bytes": (predict("random.pt"), ["unrecognised binary data"]),
+        "checkpoint is empty": (predict("empty.pt"), ["empty.pt: empty file (0 bytes)"]),
+        "checkpoint is a folder": (predict("ckpt_dir"), ["ckpt_dir: is a folder"]),
+        "coco width=abc": (
+            ["evaluate", "--gt", str(gt), "--pred", str(tmp / "pred.json")],
+            ["gt.json", "images[0].width", "'abc'"],
+        ),
+    }
+
+
+BAD_INPUT_NAMES = [
+    "lr=abc", "eval_every=abc", "max_iters=0", "max_iters=-5", "coco root is a folder",
+    "format=bogus", "output_dir under a file", "checkpoint is JSON",
+    "checkpoint is random bytes", "checkpoint is empty", "checkpoint is a folder",
+    "coco width=abc",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", BAD_INPUT_NAMES)
+def test_issue24_inputs_end_in_one_line_and_exit_2(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    cases = _bad_inputs(tmp_path)
+    assert sorted(cases) == sorted(BAD_INPUT_NAMES)
+    argv, wanted = cases[case]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = _error_lines(err)
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"ssmd {argv[0]}: error: ")
+    for text in wanted:
+        assert text in lines[0], (text, lines[0])
+    assert not (tmp_path / "runs").exists()  # nothing written to the default output_dir
+
+
+def test_resume_with_another_architecture_is_one_line_naming_file_and_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    common = [*TINY, f"output_dir={out}", f"data.cache_dir={tmp_path / 'c'}", "train.max_iters=2"]
+    assert main(["train", *common]) == 0
+    capsys.readouterr()
+    argv = ["train", *common, "model.width_multiplier=0.5", "--resume", str(out / "last.pt")]
+    assert main(argv) == 2
+    lines = _error_lines(capsys.readouterr().err)
+    assert len(lines) == 1
+    assert str(out / "last.pt") in lines[0]
+    assert "model.width_multiplier = 0.25 in the checkpoint, 0.5 now" in lines[0]
+
+
+def test_unexpected_error_says_where_to_report_and_logs_the_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    from ssmd.engine import build
+
+    def boom(*args: Any, **kwargs: Any) -> None:
+        raise ZeroDivisionError("boom in the engine\nsecond line")
+
+    monkeypatch.setattr(build, "run_training", boom)
+    out = tmp_path / "run"
+    assert main(["train", f"output_dir={out}"]) == 1
+    lines = _error_lines(capsys.readouterr().err)
+    assert len(lines) == 1
+    assert "internal error (ZeroDivisionError: boom in the engine second line)" in lines[0]
+    assert "report it" in lines[0]
+    logs = list(out.glob("ssmd-error-*.log"))
+    assert len(logs) == 1 and str(logs[0]) in lines[0]
+    text = logs[0].read_text()
+    assert "Traceback" in text and "boom in the engine" in text and f"output_dir={out}" in text
+    # no output_dir (predict): the log goes to the temporary folder
+    import ssmd.cli.main as cli
+
+    monkeypatch.setattr(cli, "_predict", boom)
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    ckpt = tmp_path / "x.pt"
+    assert main(["predict", "--checkpoint", str(ckpt), "--format", "images", str(tmp_path),
+                 "--out", str(tmp_path / "p.json")]) == 1  # fmt: skip
+    lines = _error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and str(tmp_path / "tmp" / "ssmd-error-") in lines[0]
+    with pytest.raises(ZeroDivisionError):
+        main(["--debug", "train", f"output_dir={out}"])
+
+
+def test_evaluate_scores_a_classifier_on_the_official_isic_test_layout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 24: the Test layout was refused ('..._Training_GroundTruth.csv: CSV file not found')."""
+    monkeypatch.syspath_prepend(Path(__file__).resolve().parents[1] / "data" / "classification")
+    from test_isic_layouts import write_part
+
+    rows = [(f"ISIC_{i:07d}", i % 7) for i in range(28)]
+    write_part(tmp_path / "train", "Training", rows)
+    write_part(tmp_path / "test", "Test", [(f"ISIC_9{i:06d}", i % 7) for i in range(14)])
+    out = tmp_path / "run"
+    argv = ["train", "task=classification", "data.format=isic2018", f"data.root={tmp_path / 'train'}",
+            "data.image_size=8", "data.mean=[0.5]", "model.width_multiplier=0.125",
+            "split.labeled_ratio=1.0", "train.max_iters=2", "train.batch_size=4",
+            "train.eval_every=2", "train.checkpoint_every=2", "train.progress=false",
+            f"output_dir={out}"]  # fmt: skip
+    assert main(argv) == 0
+    capsys.readouterr()
+    metrics = tmp_path / "m.json"
+    ckpt = str(out / "best.pt")
+    argv = ["evaluate", "--checkpoint", ckpt, "--format", "isic2018", str(tmp_path / "test"),
+            "--out", str(metrics)]  # fmt: skip
+    assert main(argv) == 0
+    said = capsys.readouterr().out
+    assert "all 14 images of" in said and "ISIC2018_Task3_Test_GroundTruth.csv" in said
+    assert "AUC" in json.loads(metrics.read_text())

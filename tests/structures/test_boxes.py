@@ -74,3 +74,41 @@ def test_collate_pads_and_keeps_variable_boxes() -> None:
     assert [len(b) for b in batch.boxes] == [1, 0]
     assert batch.is_labeled.tolist() == [True, False]
     assert s1.orig_size == (4, 5)
+
+
+def test_boxes_from_masks_3d_is_x_y_z_order() -> None:
+    m = torch.zeros(2, 4, 5, 6)  # (N, D, H, W)
+    m[0, 1:3, 2:4, 3:6] = 1  # z 1..2, y 2..3, x 3..5
+    m[1, 3, 0, 0] = 1
+    assert boxes_from_masks(m, spatial_dims=3).tolist() == [
+        [3.0, 2.0, 1.0, 6.0, 4.0, 3.0],
+        [0.0, 0.0, 3.0, 1.0, 1.0, 4.0],
+    ]
+    assert boxes_from_masks(torch.zeros(0, 2, 2, 2), spatial_dims=3).shape == (0, 6)
+    with pytest.raises(ValueError, match=r"\(N, D, H, W\)"):
+        boxes_from_masks(torch.zeros(1, 3, 3), spatial_dims=3)
+
+
+def _random_boxes(n: int, d: int, g: torch.Generator) -> torch.Tensor:
+    lo = torch.rand(n, d, generator=g) * 20
+    return torch.cat([lo, lo + torch.rand(n, d, generator=g) * 10 + 0.5], dim=1)
+
+
+def test_iou_agrees_with_torchvision_2d() -> None:
+    from torchvision.ops import box_iou as tv_box_iou
+
+    g = torch.Generator().manual_seed(0)
+    a, b = _random_boxes(30, 2, g), _random_boxes(20, 2, g)
+    ours = box_iou(a, b)
+    assert float(ours.max()) > 0.05  # the random boxes overlap, so the check bites
+    torch.testing.assert_close(ours, tv_box_iou(a, b))
+
+
+@pytest.mark.slow  # importing MONAI alone takes ~13 s on the 2-core machine
+def test_iou_agrees_with_monai_3d() -> None:
+    box_utils = pytest.importorskip("monai.data.box_utils")  # dev extra only
+    g = torch.Generator().manual_seed(1)
+    a3, b3 = _random_boxes(30, 3, g), _random_boxes(20, 3, g)
+    ours = box_iou(a3, b3)
+    assert float(ours.max()) > 0.05
+    torch.testing.assert_close(ours, box_utils.box_iou(a3, b3).to(ours.dtype))

@@ -122,7 +122,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             where = f"the test part of {args.src}"
         else:
             idx = list(range(len(dataset)))
-            where = f"all {len(idx)} images of {args.src}"
+            where = f"all {len(idx)} images of {dataset.source}"  # ISIC: the part read
     metrics, _ = evaluate_classifier(model, dataset, idx, config)
     print(f"{args.model} network of {args.checkpoint} on {where}")
     print(format_metrics_table(metrics))

@@ -2,13 +2,17 @@
 
 Every sub-command explains itself with ``--help``. Errors in user input (a missing
 file, a bad annotation, an unknown config key) end with a one-line message naming
-the file, field and value, and exit status 2; ``--debug`` shows the traceback.
+the file, field and value, and exit status 2; ``--debug`` shows the traceback. Any other
+exception is a bug: one line says where to report it and names the log file that holds its
+traceback (in the run's ``output_dir`` when there is one, else the temporary folder), exit
+status 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +24,8 @@ __all__ = ["main"]
 FORMATS = ("dsb2018", "coco", "images", "synthetic", "deeplesion")
 # 3D formats that only `ssmd data convert / stats` read (no 2D detector predicts on them)
 VOLUME_FORMATS = ("luna16",)
+BUG_REPORT = "the ssmd issue tracker"
+"""Where an unexpected error asks to be reported (with the log file it names)."""
 # classification sources (ssmd predict / evaluate with a classification checkpoint)
 CLS_FORMATS = ("medmnist", "isic2018", "chestxray14", "synthetic_cls")
 
@@ -274,6 +280,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from ssmd.engine.build import run_training
 
     config = load_config(args.config, args.overrides)
+    args.log_dir = config["output_dir"]  # where an unexpected error's traceback goes
     if config.get("task") == "classification":
         from ssmd.cli.classification import cmd_train
 
@@ -432,6 +439,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ssmd.cli.demo import run_demo
 
+    args.log_dir = args.output_dir
     run_demo(Path(args.output_dir), max_iters=args.max_iters, quick=args.quick)
     return 0
 
@@ -442,6 +450,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     exp = load_experiment(args.config, output_dir=args.output_dir).restrict(
         ratios=args.ratios, seeds=args.seeds, rows=args.rows
     )
+    args.log_dir = exp.output_dir
     cells = exp.cells()
     if args.dry_run:
         print(f"{exp.name}: {len(cells)} cells in {exp.output_dir}")
@@ -487,22 +496,76 @@ def main(argv: list[str] | None = None) -> int:
     }
     from ssmd.config import ConfigError
     from ssmd.engine.checkpoint import CheckpointError
+    from ssmd.engine.trainer import NonFiniteLossError
     from ssmd.utils.errors import DataError
 
-    try:
-        return handlers[args.command](args)
-    except (
+    known = (
         DataError,
         ConfigError,
         CheckpointError,
-        FileNotFoundError,
+        NonFiniteLossError,
+        OSError,  # a file or folder the user named (the message names it)
+        ImportError,  # a missing optional extra (the message says what to install)
         ValueError,
         KeyError,
-    ) as exc:
+    )
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
         if args.debug:
             raise
-        print(f"ssmd {args.command}: error: {exc}", file=sys.stderr)
+        print(f"ssmd {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except known as exc:
+        if args.debug:
+            raise
+        print(f"ssmd {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if args.debug:
+            raise
+        log = _crash_log(getattr(args, "log_dir", None), argv, exc)
+        print(
+            f"ssmd {args.command}: internal error ({type(exc).__name__}: {_one_line(exc)}); "
+            f"this is a bug in ssmd: please report it on {BUG_REPORT} with the traceback "
+            f"saved in {log}",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line (a ``KeyError``'s without the quotes repr adds)."""
+    text = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else exc
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return " ".join(lines) or type(exc).__name__
+
+
+def _crash_log(log_dir: str | Path | None, argv: list[str] | None, exc: BaseException) -> Path:
+    """Write the traceback of an unexpected ``exc`` to a log file; returns its path.
+
+    The file goes into the run's ``output_dir`` when the command has one (``log_dir``),
+    else (or when that folder cannot be written) into the system's temporary folder.
+    """
+    import platform
+    import tempfile
+    import time
+    import traceback
+
+    name = f"ssmd-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    text = (
+        f"ssmd {__version__}, Python {platform.python_version()}, {platform.platform()}\n"
+        f"command: ssmd {' '.join(sys.argv[1:] if argv is None else argv)}\n\n"
+        + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    )
+    for folder in ([Path(log_dir)] if log_dir else []) + [Path(tempfile.gettempdir())]:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text)
+            return folder / name
+        except OSError:
+            continue
+    return Path(tempfile.gettempdir()) / name
 
 
 if __name__ == "__main__":

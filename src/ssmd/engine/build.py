@@ -24,6 +24,7 @@ from ssmd.config import DEFAULTS, ConfigError, dump_config
 from ssmd.data import build_dataset
 from ssmd.data.datasets.base import DetectionDataset
 from ssmd.data.datasets.coco import to_coco_dict
+from ssmd.data.factory import DATASET_FORMATS
 from ssmd.data.splits import Split, make_split
 from ssmd.data.transforms import Compose, Normalize, RandomHFlip, RandomRotate, RandomVFlip
 from ssmd.data.transforms.intensity import DarkBackground, RandomGrey, RandomStainJitter
@@ -32,6 +33,7 @@ from ssmd.engine.checkpoint import CheckpointError, load_checkpoint
 from ssmd.engine.hooks import standard_hooks
 from ssmd.engine.loader import BatchStream, PreparedSamples
 from ssmd.engine.predict import predict_samples
+from ssmd.engine.resume import resume_trainer
 from ssmd.engine.schedules import lr_factor
 from ssmd.engine.trainer import Trainer
 from ssmd.evaluation import coco_ap, froc_from_coco, predictions_to_coco_results
@@ -39,6 +41,7 @@ from ssmd.methods import Method, build_method
 from ssmd.models.factory import model_from_config
 from ssmd.models.layers.noisy_residual import strip_feature_perturbations
 from ssmd.structures.sample import Sample
+from ssmd.utils.paths import prepare_output_dir
 
 __all__ = [
     "DataBundle",
@@ -73,6 +76,10 @@ def dataset_from_config(data_cfg: dict[str, Any]) -> DetectionDataset:
             image_size=syn.get("image_size", 256),
             seed=int(syn.get("seed", 0)),
             cache_dir=data_cfg.get("cache_dir"),
+        )
+    if fmt not in DATASET_FORMATS:
+        raise ConfigError(
+            f"data.format = {fmt!r}: unknown format; known: {', '.join(DATASET_FORMATS.names())}"
         )
     if data_cfg.get("root") in (None, ""):
         raise ConfigError(
@@ -290,12 +297,11 @@ def run_training(
     (:func:`ssmd.engine.pseudo_label.run_pseudo_label`), whose stage 2 comes back here with
     ``data_hook``, a function that replaces the built data (the pseudo boxes).
     """
+    out = prepare_output_dir(config["output_dir"])  # before the (slow) data loading
     if config["method"]["name"] == "pseudo_label" and data_hook is None:
         from ssmd.engine.pseudo_label import run_pseudo_label
 
         return run_pseudo_label(config, resume=resume, log=log)
-    out = Path(config["output_dir"])
-    out.mkdir(parents=True, exist_ok=True)
     seed_everything(int(config["seed"]))
     data = build_data(config)
     if data_hook is not None:
@@ -362,7 +368,8 @@ def run_training(
         },
     )
     if resume is not None:
-        trainer.resume(resume)
+        # the checkpoint's config must match (issue 24); a state that does not fit is named
+        resume_trainer(trainer, resume, config, log)
         log(f"resumed from {resume} at step {trainer.step}")
     start = time.perf_counter()
     trainer.train()

@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -49,25 +51,134 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     return target
 
 
+# first bytes of files people hand over instead of a checkpoint
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file (Keras .h5?)"),
+    (b"%PDF", "a PDF document"),
+)
+
+
+def _is_pickle(head: bytes) -> bool:
+    # protocol 2+ pickles (torch's legacy format too) start with PROTO (0x80) and its number
+    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
+def _as_text(head: bytes) -> str | None:
+    """The start of ``head`` as text if it looks like a text file (UTF-8, printable), else None."""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        try:  # a multi-byte character cut at the end of the sample
+            text = head[:-3].decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    if not text or any(not (c.isprintable() or c in "\t\r\n") for c in text):
+        return None
+    return text
+
+
+def _describe_foreign(head: bytes) -> str | None:
+    """What a file that is neither a torch zip nor a pickle is (``None`` for those two)."""
+    if head.startswith(b"PK\x03\x04") or _is_pickle(head):
+        return None
+    for magic, name in _SIGNATURES:
+        if head.startswith(magic):
+            return name
+    text = _as_text(head)
+    if text is not None:
+        first = text.lstrip()[:40].splitlines()[0] if text.strip() else ""
+        kind = "a JSON file" if first[:1] in ("{", "[") else "a text file"
+        return f"{kind} (it starts with {first!r})"
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "a safetensors file (ssmd checkpoints are torch files)"
+    return f"unrecognised binary data (first bytes: {head[:8].hex(' ')})"
+
+
+def _weights_only_detail(exc: BaseException) -> str:
+    """The line of torch's ``weights_only`` error that says what it could not read."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error:" in line:
+            rest = line.split("WeightsUnpickler error:", 1)[1].strip()
+            return rest or (lines[i + 1] if i + 1 < len(lines) else "")
+    return lines[0] if lines else type(exc).__name__
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True``.
 
+    The file is identified before torch reads it, so the message says what it actually is:
+    missing, a folder (naming any ``best.pt`` / ``last.pt`` inside), empty, a JSON or other
+    text file, an image or archive, or unrecognised bytes; a torch zip or pickle that torch
+    cannot read is reported as damaged or truncated, and one that holds an object outside
+    torch's safe list (which full unpickling would have to execute) as refused, naming the
+    object.
+
     Raises:
-        CheckpointError: the file is missing, is not a checkpoint, or carries a
-            pickled payload that ``weights_only`` refuses (it could run code).
+        CheckpointError: the file is missing, is not a checkpoint, is damaged, or carries a
+            pickled object that ``weights_only`` refuses (it could run code).
     """
     p = Path(path)
-    if not p.is_file():
+    if p.is_dir():
+        inside = [n for n in ("best.pt", "last.pt") if (p / n).is_file()]
+        hint = f" (it holds {' and '.join(inside)}: pass one of those)" if inside else ""
+        raise CheckpointError(f"{p}: is a folder, not a checkpoint file{hint}")
+    if not p.exists():
         raise CheckpointError(f"{p}: checkpoint file not found")
+    if not p.is_file():
+        raise CheckpointError(f"{p}: not a regular file, not a checkpoint")
+    try:
+        with p.open("rb") as fh:
+            head = fh.read(512)
+    except OSError as exc:
+        raise CheckpointError(f"{p}: cannot be read: {exc.strerror or exc}") from exc
+    if not head:
+        raise CheckpointError(
+            f"{p}: empty file (0 bytes), not a checkpoint (an interrupted copy or save?)"
+        )
+    foreign = _describe_foreign(head)
+    if foreign is not None:
+        raise CheckpointError(f"{p}: {foreign}, not an ssmd checkpoint (best.pt or last.pt)")
+    fmt = "pickle file"
+    if head.startswith(b"PK\x03\x04"):
+        fmt = "torch zip checkpoint"
+        try:
+            with zipfile.ZipFile(p) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise CheckpointError(
+                f"{p}: a damaged or truncated zip file (an interrupted copy or save?): {exc}"
+            ) from exc
+        if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+            listed = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            raise CheckpointError(
+                f"{p}: a zip archive that is not a torch checkpoint (it holds {listed or 'nothing'})"
+            )
     try:
         state = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
+        detail = _weights_only_detail(exc)
+        if "Unsupported global" in detail or "not an allowed global" in detail:
+            name = re.search(r"GLOBAL (\S+)", detail)
+            what = f"an object of type {name.group(1)}" if name else "a pickled object"
+            raise CheckpointError(
+                f"{p}: refused to load: the file carries {what} that weights_only loading does "
+                f"not allow (a pickled payload could run code); ssmd checkpoints hold only "
+                f"tensors, numbers, strings, lists and dicts"
+            ) from exc
         raise CheckpointError(
-            f"{p}: refused to load: the file carries objects that weights_only loading does not "
-            f"allow (a pickled payload could run code). Detail: {str(exc).splitlines()[0]}"
+            f"{p}: a {fmt} that weights_only loading cannot read (damaged, truncated, or "
+            f"written by pickle rather than torch.save): {detail}"
         ) from exc
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"{p}: not a readable checkpoint: {exc}") from exc
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        detail = lines[0].split(". ")[0] if lines else type(exc).__name__
+        if isinstance(exc, EOFError):
+            detail = f"the file ends early ({detail})"
+        raise CheckpointError(f"{p}: a damaged or truncated {fmt}: {detail}") from exc
     if not isinstance(state, dict):
         raise CheckpointError(f"{p}: field '<root>' = {type(state).__name__}: expected a dict")
     return state

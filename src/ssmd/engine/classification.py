@@ -28,14 +28,17 @@ from ssmd.data.classification import (
     make_classification_split,
 )
 from ssmd.data.classification.augment import BatchAugment
+from ssmd.data.classification.base import CLASSIFICATION_FORMATS
 from ssmd.data.splits import Split
 from ssmd.engine.build import build_optimizer, build_scheduler, seed_everything
 from ssmd.engine.checkpoint import CheckpointError, load_checkpoint
 from ssmd.engine.hooks import standard_hooks
+from ssmd.engine.resume import resume_trainer
 from ssmd.engine.trainer import Trainer
 from ssmd.evaluation.classification import classification_metrics
 from ssmd.methods.classification import ClassBatch, build_classification_method
 from ssmd.models.classifiers import Classifier, build_classifier
+from ssmd.utils.paths import prepare_output_dir
 
 __all__ = [
     "ClassBatchStream",
@@ -146,6 +149,11 @@ def build_classification_dataset_from_config(data_cfg: dict[str, Any]) -> Classi
     if fmt == "synthetic_cls":
         syn = dict(data_cfg.get("synthetic") or {})
         return build_classification_dataset(fmt, None, image_size=int(size or 32), **syn)
+    if fmt not in CLASSIFICATION_FORMATS:
+        raise ConfigError(
+            f"data.format = {fmt!r}: unknown classification format; known: "
+            f"{', '.join(CLASSIFICATION_FORMATS)}"
+        )
     kwargs: dict[str, Any] = {}
     if fmt == "isic2018" and data_cfg.get("cache_dir"):
         kwargs["cache_dir"] = data_cfg["cache_dir"]
@@ -275,8 +283,7 @@ def run_classification_training(
     """
     if config.get("task") != "classification":
         raise ConfigError(f"task = {config.get('task')!r}: this job needs task: classification")
-    out = Path(config["output_dir"])
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_dir(config["output_dir"])  # before the (slow) data loading
     tcfg = config["train"]
     if tcfg.get("threads"):
         torch.set_num_threads(int(tcfg["threads"]))
@@ -360,7 +367,8 @@ def run_classification_training(
     elif resume and (out / "last.pt").is_file():
         resume_path = out / "last.pt"
     if resume_path is not None:
-        trainer.resume(resume_path)
+        # the checkpoint's config must match (issue 24); a state that does not fit is named
+        resume_trainer(trainer, resume_path, config, print)
     start = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - start

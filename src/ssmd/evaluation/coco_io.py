@@ -91,15 +91,22 @@ def _load_json(path: str | Path, what: str) -> Any:
             return json.load(f)
     except FileNotFoundError:
         raise DataError(p, what, str(p), "file not found") from None
+    except IsADirectoryError:
+        raise DataError(p, what, str(p), "is a folder, not a JSON file") from None
     except json.JSONDecodeError as e:
         raise DataError(p, what, str(p), f"not valid JSON: {e}") from None
+    except UnicodeDecodeError:
+        raise DataError(p, what, str(p), "not a text (UTF-8 JSON) file") from None
+    except OSError as e:
+        raise DataError(p, what, str(p), f"cannot be read: {e.strerror}") from None
 
 
 def load_coco_gt(gt: Mapping[str, Any] | str | Path) -> CocoGroundTruth:
     """Validate a COCO ground-truth dict (or JSON file) and return a safe copy.
 
     Checks that ``images``, ``annotations`` and ``categories`` are lists; that image,
-    category and annotation ids are present and unique; that every annotation names
+    category and annotation ids are present and unique; that an image's ``width`` and
+    ``height``, when given, are positive integers; that every annotation names
     a known image and category and has a valid ``[x, y, w, h]`` bbox. Fills
     ``iscrowd = 0`` when absent (pycocotools would raise ``KeyError``) and
     ``area = w * h`` when absent (box datasets have no segmentation area; pycocotools
@@ -140,6 +147,11 @@ def load_coco_gt(gt: Mapping[str, Any] | str | Path) -> CocoGroundTruth:
             raise DataError(source, f"images[{i}].id", iid, "image id must be an int (or str)")
         if iid in seen_images:
             raise DataError(source, f"images[{i}].id", iid, "duplicate image id")
+        for key in ("width", "height"):  # optional for box AP, but never a non-number
+            if key in img and not (_is_int(img[key]) and img[key] > 0):
+                raise DataError(
+                    source, f"images[{i}].{key}", img[key], "must be a positive integer"
+                )
         seen_images.add(iid)
         image_ids.append(iid)
 

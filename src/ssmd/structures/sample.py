@@ -39,7 +39,7 @@ class Sample:
         image: ``Tensor[C, H, W]`` (2D) or ``Tensor[C, D, H, W]`` (3D) float32 (values in
             ``[0, 1]`` before normalisation).
         boxes: ``Tensor[N, 2 * spatial_dims]`` float32, ``xyxy`` (``xyzxyz``) absolute pixels
-            of ``image`` as it is now.
+            of ``image`` as it is now (integer boxes are converted to float32).
         labels: ``Tensor[N]`` int64 in ``1..K``.
         image_id: integer id (COCO ``image_id``; 1..N in sorted path order for folders).
         path: source file of the image (for error messages and overlays).
@@ -97,6 +97,10 @@ class Sample:
                 f"{where}: Sample.labels has shape {tuple(self.labels.shape)}, expected "
                 f"({int(self.boxes.shape[0])},), one per box"
             )
+        if not self.boxes.is_floating_point():  # e.g. torch.tensor([[0, 0, 4, 4]])
+            self.boxes = self.boxes.to(torch.float32)
+        if not self.ignore.is_floating_point():
+            self.ignore = self.ignore.to(torch.float32)
         if self.ignore.numel() == 0 and tuple(self.ignore.shape) != (0, 2 * d):
             self.ignore = self.ignore.reshape(0, 2 * d)
         if self.ignore.ndim != 2 or int(self.ignore.shape[1]) != 2 * d:

@@ -201,3 +201,13 @@ def test_decoded_size_must_match_record(tmp_path: Path) -> None:
     ds = CocoDataset(_write(tmp_path, data))
     with pytest.raises(DataError, match=r"a\.png.*image\.size"):
         ds[0]
+
+
+def test_a_folder_as_the_coco_file_is_a_data_error(tmp_path: Path) -> None:
+    """Issue 24: ``data.format=coco data.root=<a folder>`` was an IsADirectoryError traceback."""
+    (tmp_path / "train.json").write_text("{}")
+    with pytest.raises(
+        DataError,
+        match=r"is a folder; the coco format needs the COCO JSON file \(JSON files in it: train\.json\)",
+    ):
+        CocoDataset(tmp_path)

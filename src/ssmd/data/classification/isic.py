@@ -1,15 +1,28 @@
-"""ISIC 2018 Task 3 layout: a folder of JPEGs plus ``ISIC2018_Task3_Training_GroundTruth.csv``.
+"""ISIC 2018 Task 3 layouts: a folder of JPEGs plus its ground-truth CSV.
+
+The challenge released three parts, each as an image folder and a ground-truth CSV:
+``ISIC2018_Task3_<Part>_Input/`` and ``ISIC2018_Task3_<Part>_GroundTruth.csv`` for ``<Part>``
+= ``Training``, ``Validation`` and ``Test`` (:data:`ISIC_PARTS`). The CSV may sit next to the
+image folder or inside the ``ISIC2018_Task3_<Part>_GroundTruth/`` folder its zip unpacks to.
+``root`` may be the folder holding one part, that part's image folder or its CSV; a folder
+holding several parts is refused with the paths that pick one (reading the Training part when
+the Test part was meant would score a model on its own training images). The part that was
+read is the dataset's ``source`` (the CSV path), which ``ssmd evaluate`` prints.
 
 The CSV has a column ``image`` and the one-hot columns ``MEL, NV, BCC, AKIEC, BKL, DF, VASC``.
-An optional ``lesion_ids.csv`` (``image,lesion_id``) gives each image's HAM10000 lesion: splits
-then keep all images of a lesion in one part (several images of one lesion in train and test
-would leak the test set).
+An optional ``lesion_ids.csv`` (``image,lesion_id``) next to the part gives each image's
+HAM10000 lesion: splits then keep all images of a lesion in one part (several images of one
+lesion in train and test would leak the test set). For the Training part it must list every
+image and only those; the Validation and Test parts are scored, not split, so there it is
+optional and may also list other parts' images (a lesion file for the whole of HAM10000):
+only the rows of this part's images are used, and an image without a row is its own group.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +30,112 @@ import numpy as np
 from ssmd.data.classification.base import ClassificationDataset, load_image_array
 from ssmd.utils.errors import DataError
 
-__all__ = ["ISIC_CLASSES", "load_isic2018"]
+__all__ = ["ISIC_CLASSES", "ISIC_PARTS", "IsicLayout", "find_isic_layout", "load_isic2018"]
 
 ISIC_CLASSES = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
+ISIC_PARTS = ("Training", "Validation", "Test")
+"""The parts of the official ISIC 2018 Task 3 release, each with its own layout."""
 GT_NAME = "ISIC2018_Task3_Training_GroundTruth.csv"
 IMAGE_DIR = "ISIC2018_Task3_Training_Input"
 LESION_NAME = "lesion_ids.csv"
+
+
+def _gt_name(part: str) -> str:
+    return f"ISIC2018_Task3_{part}_GroundTruth.csv"
+
+
+def _input_name(part: str) -> str:
+    return f"ISIC2018_Task3_{part}_Input"
+
+
+@dataclass(frozen=True)
+class IsicLayout:
+    """Where one part of the ISIC 2018 Task 3 release lies.
+
+    Attributes:
+        part: ``Training``, ``Validation`` or ``Test``.
+        csv: its ground-truth CSV.
+        images: its JPEG folder.
+        base: the folder holding the part (where ``lesion_ids.csv`` is looked for).
+    """
+
+    part: str
+    csv: Path
+    images: Path
+    base: Path
+
+
+def _part_of(name: str, suffix: str) -> str | None:
+    for part in ISIC_PARTS:
+        if name == f"ISIC2018_Task3_{part}_{suffix}":
+            return part
+    return None
+
+
+def _csv_in(base: Path, part: str) -> Path | None:
+    name = _gt_name(part)
+    for candidate in (base / name, base / Path(name).stem / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def find_isic_layout(root: str | Path) -> IsicLayout:
+    """The one ISIC 2018 Task 3 part at ``root`` (module docstring).
+
+    Raises:
+        DataError: ``root`` does not exist, holds no part's CSV (naming the files looked
+            for), or holds several parts (naming the folders that pick one).
+    """
+    root = Path(root)
+    if not root.exists():
+        raise DataError(root, "folder", str(root), "not found")
+    part: str | None = None
+    base, images = root, None
+    if root.is_file():  # the ground-truth CSV itself
+        part = _part_of(root.stem, "GroundTruth")
+        if part is None:
+            raise DataError(
+                root, "file", root.name,
+                "not an ISIC 2018 Task 3 ground-truth CSV (ISIC2018_Task3_<Part>_GroundTruth.csv)",
+            )  # fmt: skip
+        base = root.parent.parent if _part_of(root.parent.name, "GroundTruth") else root.parent
+        return IsicLayout(part, root, base / _input_name(part), base)
+    if (part := _part_of(root.name, "Input")) is not None:  # the image folder
+        base, images = root.parent, root
+    elif (part := _part_of(root.name, "GroundTruth")) is not None:  # the unzipped CSV folder
+        base = root.parent
+    if part is None:
+        found = [q for q in ISIC_PARTS if _csv_in(root, q) is not None]
+        if not found:
+            inputs = [q for q in ISIC_PARTS if (root / _input_name(q)).is_dir()]
+            also = (
+                f"; found {_input_name(inputs[0])}/ but not its {_gt_name(inputs[0])}"
+                if inputs
+                else ""
+            )
+            raise DataError(
+                root / GT_NAME, "file", str(root / GT_NAME),
+                "CSV file not found: an ISIC 2018 Task 3 folder holds one of "
+                + ", ".join(_gt_name(q) for q in ISIC_PARTS)
+                + " (or the ..._GroundTruth/ folder with it)" + also,
+            )  # fmt: skip
+        if len(found) > 1:
+            picks = ", ".join(str(root / _input_name(q)) for q in found)
+            raise DataError(
+                root, "layout", "/".join(found),
+                f"holds several ISIC 2018 Task 3 parts; give the image folder of the one to read: {picks}",
+            )  # fmt: skip
+        part = found[0]
+    csv_path = _csv_in(base, part)
+    if csv_path is None:
+        wanted = base / _gt_name(part)
+        raise DataError(
+            wanted, "file", str(wanted),
+            f"CSV file not found (the {part} ground truth; also looked in "
+            f"{base / Path(_gt_name(part)).stem}/)",
+        )  # fmt: skip
+    return IsicLayout(part, csv_path, images or base / _input_name(part), base)
 
 
 def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
@@ -77,36 +190,52 @@ def load_isic2018(
     image_dir: str | Path | None = None,
     cache_dir: str | Path | None = None,
 ) -> ClassificationDataset:
-    """Load the ISIC 2018 Task 3 layout.
+    """Load one part of the ISIC 2018 Task 3 release (Training, Validation or Test).
 
     Args:
-        root: folder holding the CSV(s) and the image folder.
+        root: the folder holding one part (its CSV and image folder), that part's image
+            folder, or its CSV (module docstring); with ``csv_path`` given, the folder of
+            ``lesion_ids.csv`` only.
         image_size: resize every image to this side (``None``: keep, all must then agree).
-        csv_path: ground-truth CSV (default ``root/ISIC2018_Task3_Training_GroundTruth.csv``).
-        image_dir: JPEG folder (default ``root/ISIC2018_Task3_Training_Input``).
+        csv_path: ground-truth CSV (default: found under ``root``).
+        image_dir: JPEG folder (default: the part's ``ISIC2018_Task3_<Part>_Input``).
         cache_dir: if given, the decoded images are cached there as ``.npz`` (keyed by the
             CSV content and the size) so later runs skip JPEG decoding.
 
+    Returns:
+        The dataset; its ``source`` is the ground-truth CSV that was read (it names the part).
+
     Raises:
-        DataError: missing file or column, bad label row, an image listed in the CSV with no
-            JPEG, or a ``lesion_ids.csv`` that misses an image or names an unknown one.
+        DataError: no part or several parts at ``root``, missing file or column, bad label
+            row, an image listed in the CSV with no JPEG, or (Training part) a
+            ``lesion_ids.csv`` that misses an image or names an unknown one.
     """
     root = Path(root)
-    gt = Path(csv_path) if csv_path else root / GT_NAME
-    folder = Path(image_dir) if image_dir else root / IMAGE_DIR
+    if csv_path:
+        gt = Path(csv_path)
+        part = _part_of(gt.stem, "GroundTruth") or "Training"
+        base = root
+        folder = Path(image_dir) if image_dir else root / _input_name(part)
+    else:
+        layout = find_isic_layout(root)
+        gt, part, base = layout.csv, layout.part, layout.base
+        folder = Path(image_dir) if image_dir else layout.images
     ids, labels = read_ground_truth(gt)
     groups = list(ids)
-    lesion_csv = root / LESION_NAME
+    lesion_csv = base / LESION_NAME
     if lesion_csv.is_file():
+        strict = part == "Training"
         index = {name: i for i, name in enumerate(ids)}
         found = [False] * len(ids)
         for row in _read_csv(lesion_csv, ("image", "lesion_id")):
-            image = row["image"].strip()
+            image = (row["image"] or "").strip()
             if image not in index:
+                if not strict:
+                    continue  # a lesion file for the whole release also lists other parts
                 raise DataError(lesion_csv, "image", image, f"unknown image (not in {gt.name})")
-            groups[index[image]] = row["lesion_id"].strip()
+            groups[index[image]] = (row["lesion_id"] or "").strip()
             found[index[image]] = True
-        if not all(found):
+        if strict and not all(found):
             raise DataError(lesion_csv, "image", ids[found.index(False)], "no lesion_id given")
     images = None
     cache_file = None

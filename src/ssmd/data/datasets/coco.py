@@ -206,10 +206,25 @@ class CocoDataset(DetectionDataset):
     ) -> None:
         self.json_path = Path(json_path)
         self.image_root = Path(image_root) if image_root is not None else self.json_path.parent
+        if self.json_path.is_dir():
+            found = sorted(q.name for q in self.json_path.glob("*.json"))[:5]
+            hint = f" (JSON files in it: {', '.join(found)})" if found else ""
+            raise DataError(
+                self.json_path, "file", str(self.json_path),
+                f"is a folder; the coco format needs the COCO JSON file{hint}",
+            )  # fmt: skip
         try:
             text = self.json_path.read_text(encoding="utf-8")
         except FileNotFoundError as exc:
             raise DataError(self.json_path, "file", str(self.json_path), "does not exist") from exc
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                self.json_path, "file", str(self.json_path), "not a text (UTF-8 JSON) file"
+            ) from exc
+        except OSError as exc:
+            raise DataError(
+                self.json_path, "file", str(self.json_path), f"cannot be read: {exc.strerror}"
+            ) from exc
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

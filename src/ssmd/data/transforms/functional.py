@@ -374,7 +374,8 @@ def resize_boxes(boxes: Tensor, scale: float | Sequence[float]) -> Tensor:
         return boxes * scale
     d = spatial_dims_of(boxes)
     factors = _per_axis(scale, d, "resize scale")
-    f = torch.tensor(factors * 2, dtype=boxes.dtype, device=boxes.device)  # (2D,)
+    dtype = torch.promote_types(boxes.dtype, torch.float32)  # integer boxes become float
+    f = torch.tensor(factors * 2, dtype=dtype, device=boxes.device)  # (2D,)
     return boxes * f
 
 
