@@ -255,6 +255,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="a claimed cell whose lock was not refreshed for this long is taken over (default 1800; same-host dead workers are detected at once)",
     )
+    p = sub.add_parser(
+        "pretrain",
+        help="self-supervised pretraining of a backbone on unlabeled images (SimCLR, VICRegL)",
+        description="Pretrain the backbone of a training config (its model section) on the images of its split (pretrain.part: unlabeled, train or all; labels unused) and write pretrain.output_dir/backbone.pt, which model.pretrained_weights loads into that detector or classifier. Needs the pretrain extra: pip install 'ssmd[pretrain]'.",
+    )
+    p.add_argument(
+        "--config",
+        default=None,
+        help="a training config with an optional pretrain section (see configs/pretrain/)",
+    )
+    p.add_argument(
+        "--resume", default=None, metavar="CKPT", help="continue from the pretraining's last.pt"
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="pretrain.<key>=... for the pretraining (e.g. pretrain.method.name=vicregl pretrain.train.max_iters=200), any other key for the training config (e.g. split.labeled_ratio=0.1)",
+    )
     return parser
 
 
@@ -469,6 +488,15 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from ssmd.pretrain.job import load_pretrain_config, run_pretraining
+
+    config = load_pretrain_config(args.config, args.overrides)
+    args.log_dir = config["pretrain"]["output_dir"]
+    run_pretraining(config, resume=args.resume)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ssmd`` console script."""
     parser = build_parser()
@@ -484,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ssmd: error: {exc}", file=sys.stderr)
         return 2
     apply_torch_threads(threads)
-    if args.command in ("train", "demo", "experiment"):
+    if args.command in ("train", "demo", "experiment", "pretrain"):
         print(f"ssmd: {threads.threads} CPU thread(s) ({threads.reason})", file=sys.stderr)
     handlers = {
         "train": _cmd_train,
@@ -493,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": _cmd_data,
         "demo": _cmd_demo,
         "experiment": _cmd_experiment,
+        "pretrain": _cmd_pretrain,
     }
     from ssmd.config import ConfigError
     from ssmd.engine.checkpoint import CheckpointError

@@ -20,7 +20,9 @@ An experiment file (``configs/experiments/*.yaml``) names a base config and the 
 Each cell ``(method, ratio, seed)`` is one training run in ``<output_dir>/runs/<cell>/``
 (``<label-slug>__r<ratio>__s<seed>``) with ``method`` *replaced* by ``{name, **params}``,
 ``split.labeled_ratio``, ``seed`` and ``output_dir`` set, after the experiment's and the
-method's ``overrides``. A finished cell has ``result.json`` (written atomically) and is
+method's ``overrides`` (in which ``{ratio}`` and ``{seed}`` stand for the cell's, e.g.
+``model.pretrained_weights=runs/pretrain/r{ratio}/backbone.pt`` for a backbone pretrained on
+each ratio's unlabeled part). A finished cell has ``result.json`` (written atomically) and is
 never re-run; an interrupted one resumes from its ``last.pt``. A pseudo-labeling cell
 whose stage 1 (the supervised detector) already exists as a finished run of the same ratio
 and seed with the same config — another threshold's ``<run>/stage1``, or the supervised row's
@@ -40,6 +42,9 @@ between the two, paired by seed, with the test named; with ``baseline`` set, a s
 per metric gives every ranked row's difference to the baseline row and its p-value, the
 question a semi-supervised user asks first), ``summary.json`` and
 ``plot_<metric>.png`` (the main metric against the labeled ratio, one line per method).
+Each cell records its initialisation (``init``: ``scratch`` or the ``model.pretrained_weights``
+file, e.g. a backbone from ``ssmd pretrain``) in ``result.json`` and ``results.csv``; when a row
+starts from pretrained weights, ``table.md`` gets an *Init* column saying which.
 """
 
 from __future__ import annotations
@@ -245,13 +250,22 @@ class Experiment:
 
     def cell_config(self, cell: Cell) -> dict[str, Any]:
         """The resolved config of ``cell``."""
-        config = load_config(self.base_config, [*self.overrides, *cell.method.overrides])
-        config = copy.deepcopy(config)
+        overrides = [
+            o.replace("{ratio}", f"{cell.ratio:g}").replace("{seed}", str(cell.seed))
+            for o in [*self.overrides, *cell.method.overrides]
+        ]
+        config = copy.deepcopy(load_config(self.base_config, overrides))
         config["method"] = {"name": cell.method.name, **copy.deepcopy(cell.method.params)}
         config.setdefault("split", {})["labeled_ratio"] = float(cell.ratio)
         config["seed"] = int(cell.seed)
         config["output_dir"] = str(self.run_dir(cell))
         return config
+
+    def row_init(self, method: MethodSpec) -> str:
+        """The row's initialisation: ``scratch`` or its ``model.pretrained_weights`` as written
+        (``{ratio}`` / ``{seed}`` not filled in)."""
+        config = load_config(self.base_config, [*self.overrides, *method.overrides])
+        return str(config.get("model", {}).get("pretrained_weights") or "scratch")
 
     @property
     def task(self) -> str:
@@ -584,6 +598,7 @@ def run_cell(exp: Experiment, cell: Cell, log: Callable[[str], None] = print) ->
         "params": cell.method.params,
         "ratio": cell.ratio,
         "seed": cell.seed,
+        "init": str(config.get("model", {}).get("pretrained_weights") or "scratch"),
         "test": {k: v for k, v in test.items() if isinstance(v, int | float)},
         "train_seconds": summary.get("train_seconds_total", summary.get("train_seconds")),
         "wall_seconds": round(time.time() - start, 1),
@@ -738,15 +753,28 @@ def _cell_text(cell: dict[str, Any], digits: int, n_seeds: int) -> str:
     return text
 
 
-def format_table(exp: Experiment, summary: dict[str, Any], metric: str) -> str:
-    """Table 1's layout for ``metric`` (markdown)."""
+def format_table(
+    exp: Experiment,
+    summary: dict[str, Any],
+    metric: str,
+    inits: dict[str, str] | None = None,
+) -> str:
+    """Table 1's layout for ``metric`` (markdown); ``inits`` (row label -> initialisation), when
+    some row is not ``scratch``, adds an *Init* column."""
     digits = 1 if exp.percent else 3
     ratios = sorted(set(exp.ratios))
     per_ratio = summary["metrics"][metric]
     unit = " (x100)" if exp.percent else ""
+    shown = inits if inits and any(v != "scratch" for v in inits.values()) else None
+
+    def label(m: MethodSpec) -> str:
+        return f"{m.label} | {shown.get(m.label, 'scratch')}" if shown else m.label
+
     lines = [f"### {metric}{unit}", ""]
-    lines.append("| Method | " + " | ".join(_pct(r) for r in ratios) + " |")
-    lines.append("|---|" + "---:|" * len(ratios))
+    lines.append(
+        "| Method | " + ("Init | " if shown else "") + " | ".join(_pct(r) for r in ratios) + " |"
+    )
+    lines.append("|---|" + ("---|" if shown else "") + "---:|" * len(ratios))
     for m in exp.methods:
         if m.ratios is not None and not set(m.ratios) & set(ratios):
             continue  # reference rows at other ratios go below
@@ -763,7 +791,7 @@ def format_table(exp: Experiment, summary: dict[str, Any], metric: str) -> str:
                 if "gain" in entry:
                     text += f" +{entry['gain']:.{digits}f}"
             row.append(text)
-        lines.append(f"| {m.label} | " + " | ".join(row) + " |")
+        lines.append(f"| {label(m)} | " + " | ".join(row) + " |")
     for m in exp.methods:
         if m.ratios is None or set(m.ratios) & set(ratios):
             continue
@@ -773,7 +801,7 @@ def format_table(exp: Experiment, summary: dict[str, Any], metric: str) -> str:
             if cell is not None:
                 parts.append(f"{_cell_text(cell, digits, len(exp.seeds))} at {_pct(r)} labels")
         first = "; ".join(parts) if parts else "—"
-        lines.append(f"| {m.label} | {first} |" + " |" * (len(ratios) - 1))
+        lines.append(f"| {label(m)} | {first} |" + " |" * (len(ratios) - 1))
     pvals = []
     for r in ratios:
         entry = per_ratio.get(f"{r:g}", {})
@@ -783,7 +811,9 @@ def format_table(exp: Experiment, summary: dict[str, Any], metric: str) -> str:
             pvals.append("n/a (< 2 paired seeds)")
         else:
             pvals.append("—")
-    lines.append("| *p*-value (best vs second) | " + " | ".join(pvals) + " |")
+    lines.append(
+        "| *p*-value (best vs second) | " + ("| " if shown else "") + " | ".join(pvals) + " |"
+    )
     lines.append("")
     pairs = [
         f"{_pct(r)}: {per_ratio[f'{r:g}']['best']} vs {per_ratio[f'{r:g}']['second']}"
@@ -848,6 +878,7 @@ def write_report(exp: Experiment) -> dict[str, Any]:
     for r in rows:
         metric_keys += [k for k in r["test"] if k not in metric_keys]
     header = ["cell", "label", "method", "ratio", "seed", *metric_keys, "train_seconds", "run_dir"]
+    header.append("init")
     tmp = exp.output_dir / f".results.csv.{uuid.uuid4().hex}.tmp"
     with tmp.open("w", newline="") as fh:
         writer = csv.writer(fh)
@@ -856,7 +887,7 @@ def write_report(exp: Experiment) -> dict[str, Any]:
             writer.writerow(
                 [r["cell"], r["label"], r["method"], r["ratio"], r["seed"]]
                 + [r["test"].get(k, "") for k in metric_keys]
-                + [r.get("train_seconds", ""), r.get("run_dir", "")]
+                + [r.get("train_seconds", ""), r.get("run_dir", ""), r.get("init", "scratch")]
             )
     os.replace(tmp, exp.output_dir / "results.csv")
     summary = summarize(exp, rows)
@@ -871,7 +902,8 @@ def write_report(exp: Experiment) -> dict[str, Any]:
         f"Finished cells: {done}/{total}.",
         "",
     ]
-    body = [format_table(exp, summary, m) for m in exp.metrics]
+    inits = {m.label: exp.row_init(m) for m in exp.methods}
+    body = [format_table(exp, summary, m, inits) for m in exp.metrics]
     _write_atomic(exp.output_dir / "table.md", "\n".join(head) + "\n" + "\n\n".join(body) + "\n")
     _write_atomic(exp.output_dir / "summary.json", json.dumps(summary, indent=2, default=str))
     if rows:
