@@ -21,26 +21,31 @@ Choices where the papers are silent:
 * **Normalisation**: class and box losses are sums over the whole batch divided by
   ``max(1, number of foreground anchors in the batch)`` (Detectron), so an image without
   objects contributes background terms only and its box loss is exactly 0.
-* **Cross entropy on dense anchors** (``cls_loss``), Algorithm 1 line 10's ``CE``:
+* **Cross entropy on dense anchors** (``cls_loss``), Algorithm 1 line 10's ``CE``. Nothing
+  in the cross entropy down-weights the confident, correct anchors, so a well-separated
+  foreground anchor is pushed towards ``p -> 1``; the focal factor ``(1 - p_t)^gamma`` stops
+  pushing long before, which is why focal scores stay low (the ``tau = 0.95`` of SSMD's
+  Eq. (9) and the 0.9 of pseudo-labeling assume probabilities that reach such values).
 
-  - ``"ce"``: softmax cross entropy summed over *every* non-ignored anchor, normalised by
-    the foreground count like the focal loss. Trainable with the head's prior
-    initialisation (Lin et al. Table 1a), but the ~10^4-10^5 easy background anchors per
-    image dominate the sum and the gradient.
+  - ``"ce"`` (the one to use for Algorithm 1): softmax cross entropy summed over *every*
+    non-ignored anchor and normalised by the foreground count, like the focal loss. What
+    keeps it trainable on ~10^4-10^5 anchors per image is the head's prior initialisation
+    (``prior_prob = 0.01``, Lin et al. Sec. 4.1 and Table 1a: CE with that initialisation
+    trains RetinaNet), which makes the initial background loss ``-log 0.99`` per anchor,
+    so background does not swamp the first steps; after that every anchor is a proper
+    scoring-rule term, and the probabilities are calibrated to the real anchor prior.
+    Measured on ``synthetic_cpu`` (20 % labels, 300 steps, validation part): expected
+    calibration error of the detections 0.031 (focal: 0.100), median per-image maximum
+    foreground probability 0.968 (focal 0.658; 67 % of the images above 0.95, focal 0 %),
+    and test AP 0.148 (focal 0.119, one seed) — ``docs/experiments.md``.
   - ``"ce_ohem"``: the same cross entropy with SSD's hard negative mining (Liu et al.,
-    *SSD*, Sec. 2.2 "Hard negative mining"): per image all foreground anchors and the
-    ``neg_pos_ratio`` (3) times as many background anchors with the largest loss
-    (:func:`hard_negative_mask`; an image without foreground keeps ``neg_pos_ratio``
-    negatives), normalised by the batch's foreground count, as SSD. This is how a softmax
-    + CE one-stage detector is trained in practice (SSD is one of the detectors of SSMD's
-    Table 10), and it keeps the property SSMD needs from the CE: nothing down-weights the
-    confident, correct anchors, so a well-separated foreground anchor is pushed towards
-    ``p -> 1`` (the focal factor ``(1 - p_t)^gamma`` stops pushing long before, which is
-    why focal scores stay low — the ``tau = 0.95`` of Eq. (9) and the 0.9 of
-    pseudo-labeling assume probabilities that can reach such values). The sampled class
-    balance (1:3) makes the probabilities those of that balance, not of the raw
-    1:10^3 anchor prior: a calibration of "foreground vs. the hardest background",
-    which is what a per-anchor threshold compares against.
+    *SSD*, Sec. 2.2): per image all foreground anchors and ``neg_pos_ratio`` (3) times as
+    many background anchors with the largest loss (:func:`hard_negative_mask`; an image
+    without foreground keeps ``neg_pos_ratio`` negatives), normalised by the foreground
+    count. Offered because it is how SSD (one of SSMD's Table 10 detectors) trains a softmax
+    classifier, but *not* calibrated on dense anchors: the easy negatives it never trains
+    drift to the sampled 1:3 prior, so every anchor scores about 0.25 (same measurement:
+    ECE 0.165, 98 % of Eq. (4)'s weight on background anchors, test AP 0.052).
 """
 
 from __future__ import annotations
