@@ -94,8 +94,9 @@ def dataset_from_config(data_cfg: dict[str, Any]) -> DetectionDataset:
 
 
 def prepare_transform(data_cfg: dict[str, Any]) -> Callable[[Sample], Sample]:
-    """The deterministic part (``data.scale_policy``): resize and pad to a multiple of 128."""
-    return scale_policy_transform(
+    """The deterministic part: ``data.polarity``, then ``data.scale_policy`` (resize and pad
+    to a multiple of 128)."""
+    scale = scale_policy_transform(
         data_cfg.get("scale_policy", "longer_side"),
         int(data_cfg["input_size"]),
         float(data_cfg.get("scale", 1.0)),
