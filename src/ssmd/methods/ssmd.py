@@ -506,9 +506,9 @@ class SSMD(Method):
         acted = 0
         if self.iap and self.epsilon > 0:
             threshold = self.iap_threshold(fg)
-            confident = self.confident_images(student, threshold)  # (B,)
-            mask = self.anchor_mask(views, student)  # (B, N) or None
             passing = fg > threshold  # (B, N)
+            confident = passing.any(dim=1)  # (B,), as confident_images()
+            mask = self.anchor_mask(views, student)  # (B, N) or None
             if mask is not None:
                 passing = passing & mask
             _add(stats, "iap_tau", threshold, 1.0)
