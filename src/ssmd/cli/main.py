@@ -21,7 +21,7 @@ from ssmd import __version__
 
 __all__ = ["main"]
 
-FORMATS = ("dsb2018", "coco", "images", "synthetic", "deeplesion")
+FORMATS = ("dsb2018", "coco", "images", "synthetic", "deeplesion", "busi")
 # 3D formats that only `ssmd data convert / stats` read (no 2D detector predicts on them)
 VOLUME_FORMATS = ("luna16",)
 BUG_REPORT = "the ssmd issue tracker"
@@ -44,7 +44,7 @@ def _add_source(p: argparse.ArgumentParser, volumes: bool = False) -> None:
         "--format",
         required=True,
         choices=FORMATS + CLS_FORMATS + (VOLUME_FORMATS if volumes else ()),
-        help="layout of SRC: dsb2018 (Kaggle folder), coco (JSON file), images (folder of images), synthetic (a number of generated images); for classification checkpoints medmnist (.npz), isic2018 (folder), chestxray14 (folder), synthetic_cls (a number)",
+        help="layout of SRC: dsb2018 (Kaggle folder), coco (JSON file), images (folder of images), synthetic (a number of generated images), busi (the folder holding Dataset_BUSI_with_GT); for classification checkpoints medmnist (.npz), isic2018 (folder), chestxray14 (folder), synthetic_cls (a number)",
     )
     p.add_argument(
         "src",
@@ -178,6 +178,46 @@ def build_parser() -> argparse.ArgumentParser:
         help="FROC hit rule: IoU >= 0.5 (DeepLesion) or centre inside the box (LUNA16)",
     )
     p.add_argument("--froc-plot", default=None, metavar="PNG", help="write the FROC curve as a PNG")
+    p.add_argument(
+        "--corloc",
+        action="store_true",
+        help="also CorLoc (top-scoring detection of the lesion's class, IoU >= 0.5, images with a lesion) with a bootstrap CI, the class-agnostic CorLoc, and the image-level AUC of P_l(I) when the GT has image labels (ssmd data convert --format busi)",
+    )
+    p.add_argument(
+        "--corloc-rule",
+        default="top1",
+        choices=("top1", "score_threshold"),
+        help="top1 (default): the single top detection; score_threshold: any detection with score >= --corloc-score (the paper's released script)",
+    )
+    p.add_argument(
+        "--corloc-score", type=float, default=0.5, help="score for --corloc-rule score_threshold"
+    )
+    p.add_argument(
+        "--bootstrap",
+        type=int,
+        default=10000,
+        metavar="N",
+        help="bootstrap resamples of the test images (default 10000)",
+    )
+    p.add_argument(
+        "--bootstrap-seed",
+        type=int,
+        default=0,
+        metavar="S",
+        help="seed of the resampling (default 0)",
+    )
+    p.add_argument(
+        "--compare",
+        default=None,
+        metavar="PRED_B.json",
+        help="with --corloc: a second method's COCO results on the same GT; adds the CorLoc difference, its CI and paired bootstrap / paired t p-values",
+    )
+    p.add_argument(
+        "--image-scores",
+        default=None,
+        metavar="JSON",
+        help="with --corloc: image-level P_l(I) as [{image_id, scores: {normal, benign, malignant}}] (default: the top detection score per class)",
+    )
     p.add_argument("--out", default=None, help="write the metrics as JSON")
 
     p = sub.add_parser(
@@ -194,6 +234,41 @@ def build_parser() -> argparse.ArgumentParser:
     q = dsub.add_parser("stats", help="image/object counts and size histograms")
     _add_source(q, volumes=True)
     q.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    q = dsub.add_parser(
+        "split",
+        help="write a split manifest (train/val/test by image; strong = labeled, weak = unlabeled); busi: duplicate-aware",
+        description="Draw a split by seed and write it as a manifest for split.manifest. For --format busi, pixel- and near-identical images are grouped (dHash, --dup-threshold bits) and each group kept on one side; groups with conflicting labels are dropped (--conflicts drop) or kept; only benign/malignant training images can be strong.",
+    )
+    _add_source(q)
+    q.add_argument("--out", required=True, help="split manifest JSON to write")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument(
+        "--fractions",
+        type=float,
+        nargs=3,
+        default=None,
+        metavar=("TRAIN", "VAL", "TEST"),
+        help="default 0.7 0.1 0.2 for busi, else 0.8 0.1 0.1",
+    )
+    q.add_argument(
+        "--strong",
+        default=None,
+        metavar="N|R",
+        help="strong (labeled) training images: a count (10, 50; 0 = all weak) or a fraction (0.1); default all",
+    )
+    q.add_argument(
+        "--conflicts",
+        default="drop",
+        choices=("drop", "keep"),
+        help="busi: duplicate groups whose labels differ are left out (drop, default) or kept",
+    )
+    q.add_argument(
+        "--dup-threshold",
+        type=int,
+        default=64,
+        metavar="BITS",
+        help="busi: near-identical = dHash (256 bits) distance <= BITS (default 64; -1: pixel-identical only)",
+    )
     q = dsub.add_parser("synth", help="write the synthetic nuclei set in the DSB2018 Kaggle layout")
     q.add_argument("--out", required=True, help="folder to create")
     q.add_argument("-n", "--num-images", type=int, default=50)
@@ -376,6 +451,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     if is_classification_checkpoint(args.checkpoint):
         return cmd_evaluate(args)
+    if args.checkpoint and args.src is None and args.corloc:
+        raise SystemExit(
+            "ssmd evaluate --corloc with a checkpoint needs the images: --format F SRC"
+        )
     if args.checkpoint and args.src is None:  # the run's own held-out part
         from ssmd.engine.build import evaluate_checkpoint
 
@@ -403,6 +482,23 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             )
         gt, results = args.gt, args.pred
     metrics: dict[str, Any] = coco_ap(gt, results, max_dets=args.max_dets)
+    if args.corloc:
+        from ssmd.evaluation.corloc import corloc_report
+
+        metrics.update(
+            corloc_report(
+                gt,
+                results,
+                compare_with=args.compare,
+                image_scores=args.image_scores,
+                rule=args.corloc_rule,
+                score_threshold=args.corloc_score,
+                n_boot=args.bootstrap,
+                seed=args.bootstrap_seed,
+            )
+        )
+    elif args.compare or args.image_scores:
+        raise SystemExit("ssmd evaluate: --compare and --image-scores need --corloc")
     if args.froc or args.froc_plot:
         fr = froc_from_coco(gt, results, hit=args.froc_hit)
         metrics.update(fr.to_dict())
@@ -446,13 +542,57 @@ def _cmd_data(args: argparse.Namespace) -> int:
             out += "\n" + "\n".join(dataset.report_lines()) + "\n"
         print(json.dumps(stats, indent=2) if args.json else out)
         return 0
+    if args.data_command == "split":
+        from ssmd.data.splits import make_split
+
+        dataset = _load_source(args.format, args.src, args.image_root)
+        strong = _strong_arg(args.strong)
+        if args.format == "busi":
+            from ssmd.data.datasets.busi import busi_split
+
+            dups = dataset.duplicates(threshold=args.dup_threshold)
+            split = busi_split(
+                dataset, args.seed, args.fractions or (0.7, 0.1, 0.2), strong, args.conflicts, dups
+            )
+            print(dups.format().rstrip())
+        else:
+            split = make_split(
+                dataset,
+                seed=args.seed,
+                fractions=args.fractions or (0.8, 0.1, 0.1),
+                labeled_ratio=strong if isinstance(strong, float) else 1.0,
+                labeled_count=strong if isinstance(strong, int) else None,
+            )
+        split.to_json(args.out)
+        print(
+            f"wrote {args.out}: train {len(split.train)} ({len(split.labeled)} strong/labeled, "
+            f"{len(split.unlabeled)} weak/unlabeled), val {len(split.val)}, test {len(split.test)}"
+            + (f", excluded {len(split.excluded)}" if split.excluded else "")
+        )
+        return 0
     if args.data_command == "synth":
         from ssmd.data.datasets.synthetic import write_dsb_layout
 
         write_dsb_layout(args.out, args.num_images, seed=args.seed, image_size=args.size)
         print(f"wrote {args.num_images} synthetic images in the DSB2018 layout to {args.out}")
         return 0
-    raise SystemExit("ssmd data needs an action: convert, stats or synth (see ssmd data --help)")
+    raise SystemExit(
+        "ssmd data needs an action: convert, stats, split or synth (see ssmd data --help)"
+    )
+
+
+def _strong_arg(text: str | None) -> int | float | None:
+    """``--strong``: ``None`` (all), an ``int`` count or a ``float`` fraction."""
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--strong {text!r}: expected a count (10) or a fraction (0.1)") from None
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

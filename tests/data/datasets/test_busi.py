@@ -35,23 +35,28 @@ def _save(path: Path, arr: np.ndarray) -> None:
     Image.fromarray(arr).save(path)
 
 
-def make_busi(root: Path) -> Path:
+def make_busi(root: Path, scale: int = 1) -> Path:
     """A 5-image BUSI layout; returns the folder holding ``Dataset_BUSI_with_GT``.
 
+    At ``scale=1`` (12 x 16 px; every coordinate times ``scale`` otherwise):
     benign (1): one lesion rows 2..5, cols 3..8 -> box [3, 2, 9, 6]
     benign (2): two masks: [1, 1, 4, 3] and [10, 6, 14, 9]
     malignant (1): one lesion [0, 4, 7, 10]
     normal (1), normal (2): all-zero masks
     """
     base = root / BUSI_FOLDER
-    h, w = 12, 16
+    h, w = 12 * scale, 16 * scale
+
+    def rect(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        return _rect(h, w, y0 * scale, y1 * scale, x0 * scale, x1 * scale)
+
     _save(base / "benign" / "benign (1).png", _image(h, w, 1))
-    _save(base / "benign" / "benign (1)_mask.png", _rect(h, w, 2, 6, 3, 9))
+    _save(base / "benign" / "benign (1)_mask.png", rect(2, 6, 3, 9))
     _save(base / "benign" / "benign (2).png", _image(h, w, 2))
-    _save(base / "benign" / "benign (2)_mask.png", _rect(h, w, 1, 3, 1, 4))
-    _save(base / "benign" / "benign (2)_mask_1.png", _rect(h, w, 6, 9, 10, 14))
+    _save(base / "benign" / "benign (2)_mask.png", rect(1, 3, 1, 4))
+    _save(base / "benign" / "benign (2)_mask_1.png", rect(6, 9, 10, 14))
     _save(base / "malignant" / "malignant (1).png", _image(h, w, 3))
-    _save(base / "malignant" / "malignant (1)_mask.png", _rect(h, w, 4, 10, 0, 7))
+    _save(base / "malignant" / "malignant (1)_mask.png", rect(4, 10, 0, 7))
     for k in (1, 2):
         _save(base / "normal" / f"normal ({k}).png", _image(h, w, 10 + k))
         _save(base / "normal" / f"normal ({k})_mask.png", np.zeros((h, w), np.uint8))
