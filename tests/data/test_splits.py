@@ -82,7 +82,7 @@ def test_labeled_count_at_least_one() -> None:
     assert len(s.train) == 5 and len(s.labeled) == 1  # max(1, round(0.25))
 
 
-@pytest.mark.parametrize("ratio", [0.0, 0.049, 1.01, float("nan"), -1])
+@pytest.mark.parametrize("ratio", [0.0, 0.009, 1.01, float("nan"), -1])
 def test_bad_ratio_names_the_value(ratio: float) -> None:
     with pytest.raises(ValueError, match=r"labeled_ratio = "):
         make_split(NAMES, labeled_ratio=ratio)
@@ -144,3 +144,13 @@ def test_apply_split_flags() -> None:
     assert [r.image_id for r in test.records] == [
         ds.records[ds.index_of(n)].image_id for n in s.test
     ]
+
+
+def test_a_label_curve_can_start_at_2_5_percent() -> None:
+    """Issue 18's label curve starts at 2.5%: 531 DSB training images -> 13 labeled."""
+    names = [f"img{i:04d}.png" for i in range(664)]
+    s = make_split(names, seed=0, labeled_ratio=0.025)
+    assert len(s.labeled) == round(0.025 * len(s.train)) == 13
+    assert set(s.labeled) <= set(make_split(names, seed=0, labeled_ratio=0.05).labeled)
+    with pytest.raises(ValueError, match="labeled_ratio"):
+        make_split(names, seed=0, labeled_ratio=0.005)

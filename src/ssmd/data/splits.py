@@ -59,7 +59,7 @@ __all__ = [
     "make_split",
 ]
 
-LABELED_RATIO_RANGE = (0.05, 1.0)
+LABELED_RATIO_RANGE = (0.01, 1.0)
 """Allowed labeled ratios (inclusive)."""
 
 SplitPart = Literal["train", "val", "test", "labeled", "unlabeled"]
@@ -286,7 +286,7 @@ def make_split(
         file_names: the images' ``file_name`` s, or a dataset.
         seed: any integer ``>= 0``.
         fractions: ``(train, val, test)``, summing to 1, train > 0.
-        labeled_ratio: fraction of train that is labeled, in ``[0.05, 1.0]``;
+        labeled_ratio: fraction of train that is labeled, in ``[0.01, 1.0]``;
             ``max(1, round(labeled_ratio * n_train))`` images (of the eligible train
             images when ``labeled_eligible`` is given). Ignored when ``labeled_count``
             is given.
