@@ -19,10 +19,11 @@ extent of the nonzero mask pixels):
   (``"normal"``, ``"benign"``, ``"malignant"``).
 * **Categories** ``benign`` (id 1) and ``malignant`` (id 2). Every box of an image has the
   image's class; normal images have no box (their masks must be all zero).
-* **Multi-mask images** (15 benign images of the release have ``_mask_1`` / ``_mask_2``):
+* **Multi-mask images** (15 benign images of the shared copy have ``_mask_1`` / ``_mask_2``):
   ``multi_mask="separate"`` (default) gives one box per mask file, in the order ``_mask``,
-  ``_mask_1``, ``_mask_2``: the extra masks of the release are, with one exception, disjoint
-  second lesions, and "one box per lesion mask" is what a detector should find.
+  ``_mask_1``, ``_mask_2``: the extra masks there are, with one exception, disjoint
+  second lesions (``busi_summary`` lists masks lying inside another), and "one box per lesion
+  mask" is what a detector should find.
   ``multi_mask="union"`` gives one box around all of an image's masks (the single-lesion
   reading of the data README). A mask file whose lesion has several connected pieces is
   still one box (its extent).
