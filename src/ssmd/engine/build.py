@@ -26,9 +26,16 @@ from ssmd.data.datasets.base import DetectionDataset
 from ssmd.data.datasets.coco import to_coco_dict
 from ssmd.data.factory import DATASET_FORMATS
 from ssmd.data.splits import Split, make_split
-from ssmd.data.transforms import Compose, Normalize, RandomHFlip, RandomRotate, RandomVFlip
+from ssmd.data.transforms import (
+    Compose,
+    Normalize,
+    RandomHFlip,
+    RandomRotate,
+    RandomSpatialCrop,
+    RandomVFlip,
+)
 from ssmd.data.transforms.intensity import DarkBackground, RandomGrey, RandomStainJitter
-from ssmd.data.transforms.scale import RandomCrop, scale_policy_transform
+from ssmd.data.transforms.scale import scale_policy_transform
 from ssmd.engine.checkpoint import CheckpointError, load_checkpoint
 from ssmd.engine.hooks import standard_hooks
 from ssmd.engine.loader import BatchStream, PreparedSamples
@@ -135,7 +142,7 @@ def augment_transform(config: dict[str, Any]) -> Callable[[Sample], Sample]:
             "(the detector's largest stride)"
         )
     if crop > 0:
-        steps.append(RandomCrop(crop))
+        steps.append(RandomSpatialCrop(crop, min_visible=0.5))
     if float(aug.get("hflip", 0)) > 0:
         steps.append(RandomHFlip(float(aug["hflip"])))
     if float(aug.get("vflip", 0)) > 0:

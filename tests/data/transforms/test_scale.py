@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ssmd.data.transforms.scale import RandomCrop, crop, scale_policy_transform
+from ssmd.data.transforms import Crop, RandomSpatialCrop
+from ssmd.data.transforms.scale import scale_policy_transform
 from ssmd.structures.sample import Sample
 
 
@@ -33,28 +34,23 @@ def test_native_keeps_object_size_longer_side_does_not() -> None:
         scale_policy_transform("bogus", 384)
 
 
-def test_crop_moves_clips_and_drops_boxes_by_visibility() -> None:
+def test_training_crops_drop_boxes_by_visibility_and_replay_from_the_rng() -> None:
+    """data.train_crop uses RandomSpatialCrop(min_visible=0.5): a box keeping less than half
+    its area is dropped with its label, one mostly inside is clipped."""
     s = Sample(
         torch.arange(100.0).reshape(1, 10, 10),
         torch.tensor([[2.0, 2.0, 6.0, 6.0], [0.0, 0.0, 4.0, 3.0], [5.0, 5.0, 9.0, 9.0]]),
         torch.tensor([1, 2, 3]),
         image_id=1,
     )
-    out = crop(s, x0=3, y0=3, width=5, height=5, min_visible=0.5)
+    out = Crop([3, 3, 8, 8], min_visible=0.5)(s)
     assert out.image.shape == (1, 5, 5) and float(out.image[0, 0, 0]) == 33.0
-    # box 1: 3x3 of 4x4 visible (0.56) -> kept, clipped; box 2: outside -> dropped;
-    # box 3: 3x3 of 4x4 visible -> kept, clipped
     assert out.boxes.tolist() == [[0.0, 0.0, 3.0, 3.0], [2.0, 2.0, 5.0, 5.0]]
     assert out.labels.tolist() == [1, 3] and out.dropped_boxes == 1
-    strict = crop(s, x0=3, y0=3, width=5, height=5, min_visible=0.6)
-    assert strict.labels.tolist() == [] and strict.dropped_boxes == 3
-
-
-def test_random_crop_is_reproducible_from_the_rng_and_never_larger_than_the_image() -> None:
-    s = _sample((256, 384), [100, 100, 120, 120])
+    big = _sample((256, 384), [100, 100, 120, 120])
     torch.manual_seed(3)
-    a = RandomCrop(256)(s)
+    a = RandomSpatialCrop(256, min_visible=0.5)(big)
     torch.manual_seed(3)
-    b = RandomCrop(256)(s)
+    b = RandomSpatialCrop(256, min_visible=0.5)(big)
     assert a.image.shape == (3, 256, 256) and torch.equal(a.image, b.image)
-    assert RandomCrop(512)(s).image.shape == (3, 256, 384)
+    assert RandomSpatialCrop(512)(big).image.shape == (3, 256, 384)

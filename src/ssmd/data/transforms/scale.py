@@ -4,7 +4,9 @@
 ``data.input_size``: a 256 px image is enlarged, a 1,388 px one shrunk, so the same nucleus
 varies several-fold in pixels between images. ``native`` keeps each image's own pixel
 grid (times a fixed ``data.scale``), so an object keeps its pixel size whatever the image
-size; training then draws random crops (``data.train_crop``) and large images are predicted
+size; training then draws random crops (``data.train_crop``, with
+:class:`~ssmd.data.transforms.RandomSpatialCrop`; a box keeping less than half its area is
+dropped) and large images are predicted
 whole or tile by tile (``eval.tile_size``, :func:`ssmd.models.inferers.tiled_predict`).
 Issue 25 measures the two on held-out imaging types (``docs/benchmarks.md``).
 
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
@@ -24,7 +25,7 @@ from ssmd.data.transforms.transforms import Resize, _finish
 from ssmd.structures.boxes import clip_boxes
 from ssmd.structures.sample import Sample
 
-__all__ = ["SCALE_POLICIES", "RandomCrop", "Rescale", "scale_policy_transform"]
+__all__ = ["SCALE_POLICIES", "Rescale", "scale_policy_transform"]
 
 SCALE_POLICIES = ("longer_side", "native")
 
@@ -57,52 +58,6 @@ class Rescale:
 
     def __repr__(self) -> str:
         return f"Rescale(factor={self.factor}, pad_to={self.pad_to})"
-
-
-class RandomCrop:
-    """A random ``size x size`` window (the whole axis where the image is smaller).
-
-    Boxes are clipped to the window; a box keeping less than ``min_visible`` of its area is
-    dropped (counted in :attr:`Sample.dropped_boxes`): a nucleus cut to a sliver is no
-    longer a nucleus to learn, while one mostly inside stays a (clipped) target. The window
-    is drawn with torch's global RNG, so a checkpoint's RNG state replays it exactly.
-    """
-
-    def __init__(self, size: int, min_visible: float = 0.5) -> None:
-        if size < 1 or not 0.0 <= min_visible <= 1.0:
-            raise ValueError(f"RandomCrop size = {size}, min_visible = {min_visible}")
-        self.size = size
-        self.min_visible = min_visible
-
-    def __call__(self, sample: Sample) -> Sample:
-        image = sample.image
-        h, w = int(image.shape[-2]), int(image.shape[-1])
-        ch, cw = min(self.size, h), min(self.size, w)
-        y0 = int(torch.randint(0, h - ch + 1, ()).item())
-        x0 = int(torch.randint(0, w - cw + 1, ()).item())
-        return crop(sample, x0, y0, cw, ch, self.min_visible)
-
-    def __repr__(self) -> str:
-        return f"RandomCrop(size={self.size}, min_visible={self.min_visible})"
-
-
-def crop(sample: Sample, x0: int, y0: int, width: int, height: int, min_visible: float) -> Sample:
-    """The window ``[x0, x0 + width) x [y0, y0 + height)`` of ``sample`` (see :class:`RandomCrop`)."""
-    image = sample.image[..., y0 : y0 + height, x0 : x0 + width]
-    shift = torch.tensor([x0, y0, x0, y0], dtype=sample.boxes.dtype)
-    moved = sample.boxes - shift
-    clipped = clip_boxes(moved, (height, width))
-    area = ((moved[:, 2:] - moved[:, :2]).clamp(min=0)).prod(dim=1)
-    kept_area = ((clipped[:, 2:] - clipped[:, :2]).clamp(min=0)).prod(dim=1)
-    visible = kept_area >= min_visible * area.clamp(min=1e-6)
-    dropped = int((~visible).sum())
-    out = sample.replace(
-        boxes=clipped[visible],
-        labels=sample.labels[visible],
-        dropped_boxes=sample.dropped_boxes + dropped,
-    )
-    ignore = clip_boxes(sample.ignore - shift.to(sample.ignore.dtype), (height, width))
-    return _finish(out, image.contiguous(), out.boxes, ignore)
 
 
 def scale_policy_transform(
