@@ -37,10 +37,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from ssmd.models.detectors.retinanet import flatten_levels
+from ssmd.structures.dense import flatten_levels
 
 if TYPE_CHECKING:
-    from ssmd.models.detectors.retinanet import DenseOutputs
+    from ssmd.structures.dense import DenseOutputs
 
 __all__ = [
     "COMPONENTS",
