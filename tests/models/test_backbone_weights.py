@@ -119,7 +119,8 @@ def test_mismatched_architecture_is_refused_naming_file_field_and_values(tmp_pat
         build_resnet("resnet18", width_multiplier=0.25, norm="bn"), tmp_path / "r18bn.pt"
     )
     with pytest.raises(
-        BackboneMismatchError, match=r"r18bn\.pt: arch\.stem = 'imagenet' in the file but 'small' in"
+        BackboneMismatchError,
+        match=r"r18bn\.pt: arch\.stem = 'imagenet' in the file but 'small' in",
     ):
         build_classifier(
             "resnet18", width_multiplier=0.25, small_input=True, pretrained_weights=path

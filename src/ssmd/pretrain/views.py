@@ -24,9 +24,10 @@ The pipeline, per view and image:
    (the pretrained trunk must see the intensities it will see in fine-tuning).
 
 Stain jitter follows Tellez et al. (2018, "Whole-slide mitosis detection in H&E breast
-histology using PHH3 as a reference", Sec. 2.4): colour deconvolution into haematoxylin, eosin
-and DAB optical densities (Ruifrok & Johnston's matrix, as ``skimage.color.rgb2hed``), each
-scaled by ``U(1 - s, 1 + s)`` and shifted by ``U(-s, s)``, and recomposed.
+histology using PHH3 as a reference"): colour deconvolution into haematoxylin, eosin and DAB
+concentrations (Ruifrok & Johnston's matrix; :func:`ssmd.data.transforms.intensity.rgb_to_hed`,
+shared with the training augmentation's ``augment.stain_jitter``), each scaled by
+``U(1 - s, 1 + s)`` and shifted by ``U(-s, s)``, and recomposed.
 
 Every modality has a preset (:data:`PRESETS`); a config sets ``preset`` and overrides any key.
 Randomness comes from torch's global generator, which training checkpoints store, so a resumed
@@ -46,6 +47,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
+
+from ssmd.data.transforms.intensity import hed_to_rgb, rgb_to_hed
 
 __all__ = [
     "AUGMENT_KEYS",
@@ -150,14 +153,6 @@ AUGMENT_KEYS = (
     *PRESETS["microscopy"],
 )
 """The keys of a config's ``pretrain.augment`` section."""
-
-# Ruifrok & Johnston's H&E-DAB stain vectors (rows: haematoxylin, eosin, DAB), as skimage's
-# ``rgb_from_hed``; optical densities OD = -ln(rgb) satisfy OD = conc @ RGB_FROM_HED
-RGB_FROM_HED = torch.tensor(
-    [[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=torch.float64
-)
-HED_FROM_RGB = torch.linalg.inv(RGB_FROM_HED)
-_OD_FLOOR = 1e-3  # darkest value before the logarithm
 
 
 def is_grey(image: Tensor, tol: float = 1.0 / 512) -> bool:
@@ -384,13 +379,12 @@ class MultiViewAugment:
             for i in torch.nonzero(colour).flatten().tolist():
                 x[i] = TF.adjust_hue(x[i], float(shifts[i]))
         if self.stain > 0:
-            od = -torch.log(x.clamp_min(_OD_FLOOR)).permute(0, 2, 3, 1)  # (B, S, S, 3)
-            conc = od @ HED_FROM_RGB.float()  # (B, S, S, 3) stain concentrations
-            alpha = _uniform(3 * b, 1 - self.stain, 1 + self.stain).view(b, 1, 1, 3)
-            beta = _uniform(3 * b, -self.stain, self.stain).view(b, 1, 1, 3)
-            od = (conc * alpha + beta) @ RGB_FROM_HED.float()  # (B, S, S, 3)
-            jittered = torch.exp(-od).permute(0, 3, 1, 2).clamp(0.0, 1.0)  # (B, 3, S, S)
-            x = torch.where(c, jittered, x)
+            alpha = _uniform(3 * b, 1 - self.stain, 1 + self.stain).view(b, 3, 1, 1)
+            beta = _uniform(3 * b, -self.stain, self.stain).view(b, 3, 1, 1)
+            x = x.clone()
+            for i in torch.nonzero(colour).flatten().tolist():
+                hed = rgb_to_hed(x[i]) * alpha[i].double() + beta[i].double()  # (3, S, S)
+                x[i] = hed_to_rgb(hed)
         if self.grayscale > 0:
             to_grey = colour & (torch.rand(b) < self.grayscale)
             grey = (x * weights).sum(dim=1, keepdim=True).expand_as(x)
