@@ -604,7 +604,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
-    from ssmd.engine.experiment import cell_status, load_experiment, run_experiment, write_report
+    from ssmd.experiments import cell_status, load_experiment, run_experiment, write_report
 
     exp = load_experiment(args.config, output_dir=args.output_dir).restrict(
         ratios=args.ratios, seeds=args.seeds, rows=args.rows

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from ssmd.engine import experiment as ex
+from ssmd import experiments as ex
+from ssmd.experiments import runner
 
 BASE = Path(__file__).resolve().parents[2] / "configs" / "synthetic_cpu.yaml"
 PRE = "runs/pretrain/simclr_r{ratio}_s{seed}/backbone.pt"
@@ -61,7 +62,7 @@ def test_results_and_table_say_which_init_each_row_used(
         ap = (0.3 + 0.02 * config["seed"]) if pre else (0.2 + 0.01 * config["seed"])
         return {"test": {"AP": ap}, "train_seconds": 1.0}
 
-    monkeypatch.setattr(ex, "_train", train)
+    monkeypatch.setattr(runner, "run_cell_training", train)
     ex.run_experiment(exp, log=lambda s: None)
     assert "runs/pretrain/simclr_r0.1_s1/backbone.pt" in seen and None in seen
     result = json.loads((exp.run_dir(exp.cells()[1]) / "result.json").read_text())
