@@ -1,7 +1,7 @@
 """Methods x seeds on one dataset and labeled ratio: mean +- std and a paired p-value.
 
 Kept for the results already produced with it (docs/results/synthetic_10pct). For new
-comparisons use ``ssmd experiment --config EXP.yaml`` (:mod:`ssmd.engine.experiment`):
+comparisons use ``ssmd experiment --config EXP.yaml`` (:mod:`ssmd.experiments`):
 several labeled ratios, method variants with parameters, Table-1-style tables with the best
 marked and p-values, and workers sharing the output folder.
 
