@@ -46,7 +46,7 @@ def _loss_before_and_after(name: str, steps: int = 30, lr: float = 3e-3) -> tupl
 
 
 @pytest.fixture
-def loss_before_and_after() -> Callable[[str], tuple[float, float]]:
+def loss_before_and_after() -> Callable[..., tuple[float, float]]:
     """``name -> (loss before, loss after)`` of a short pretraining (see the function above)."""
     pytest.importorskip("lightly")
     return _loss_before_and_after

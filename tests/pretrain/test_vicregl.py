@@ -72,7 +72,9 @@ def test_bad_parameters_are_named() -> None:
 
 @pytest.mark.slow
 def test_loss_decreases_on_a_tiny_synthetic_set(
-    loss_before_and_after: Callable[[str], tuple[float, float]],
+    loss_before_and_after: Callable[..., tuple[float, float]],
 ) -> None:
-    before, after = loss_before_and_after("vicregl")
-    assert after < 0.95 * before, (before, after)  # measured 28.5 -> 25.8
+    # its loss is mostly the variance / covariance terms, which move slowly: 60 steps
+    # (measured 28.5 -> 25.1; after 30 steps 27.8, the trajectory is noisy)
+    before, after = loss_before_and_after("vicregl", steps=60)
+    assert after < 0.95 * before, (before, after)
