@@ -27,9 +27,9 @@ from typing import Any
 import torch
 
 from ssmd.config import load_config
-from ssmd.engine.build import augment_transform, build_data, build_model
 from ssmd.engine.loader import BatchStream
 from ssmd.methods import build_method
+from ssmd.tasks.detection import augment_transform, build_data, build_model
 
 DETECTORS: dict[str, list[str]] = {
     "RetinaNet": ["model.name=retinanet"],

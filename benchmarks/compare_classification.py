@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from ssmd.config import load_config
-from ssmd.engine.classification import run_classification_training
 from ssmd.evaluation.statistics import compare, mean_std
+from ssmd.tasks.classification import run_classification_training
 
 METRICS = ("AUC", "accuracy", "accuracy_ovr", "sensitivity", "specificity", "F1")
 METHODS = ("supervised", "mean_teacher", "srcmt", "stsc")

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from ssmd.config import load_config
-from ssmd.engine.build import run_training
 from ssmd.evaluation.statistics import compare, mean_std
+from ssmd.tasks.detection import run_training
 
 METRICS = ("AP", "AP50", "AP75", "sensitivity@4", "CPM")
 

@@ -12,8 +12,8 @@ import argparse
 
 import torch
 
-from ssmd.engine.classification import Normalizer, build_classification_data, load_classifier
 from ssmd.engine.gradcam import write_gradcam_overlays
+from ssmd.tasks.classification import Normalizer, build_classification_data, load_classifier
 
 
 def main() -> None:

@@ -23,8 +23,8 @@ import yaml
 from torchvision.ops import box_iou
 
 from ssmd.data.splits import Split
-from ssmd.engine.build import build_data, load_model, normalize_transform
 from ssmd.engine.predict import predict_samples
+from ssmd.tasks.detection import build_data, load_model, normalize_transform
 
 
 def match_counts(

@@ -32,8 +32,8 @@ import yaml
 from torchvision.ops import box_iou
 
 from ssmd.data.splits import Split
-from ssmd.engine.build import build_data, load_model, normalize_transform
 from ssmd.structures.sample import collate
+from ssmd.tasks.detection import build_data, load_model, normalize_transform
 
 TAUS = (0.5, 0.8, 0.9, 0.95)
 BINS = 10

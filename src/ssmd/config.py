@@ -4,7 +4,7 @@ A config is a plain nested ``dict``. :data:`DEFAULTS` declares every key a detec
 run understands; a YAML file and command-line overrides (``train.max_iters=200``) are
 merged on top. Unknown keys are errors that name the key and list the known ones,
 so a typo cannot silently fall back to a default. Models and methods never read
-the config: :mod:`ssmd.engine.build` turns it into constructor arguments.
+the config: the task (:mod:`ssmd.tasks`) turns it into constructor arguments.
 
 The ``method`` section is open: each method declares its own defaults (see
 :mod:`ssmd.methods`), merged by :func:`resolve_method_section`. The ``model`` section is
@@ -24,6 +24,7 @@ import yaml
 __all__ = [
     "CLASSIFICATION_DEFAULTS",
     "DEFAULTS",
+    "TASK_DEFAULTS",
     "ConfigError",
     "apply_overrides",
     "deep_merge",
@@ -31,6 +32,7 @@ __all__ = [
     "flatten_config",
     "load_config",
     "parse_override",
+    "task_defaults",
     "validate_config",
 ]
 
@@ -223,6 +225,26 @@ class ConfigError(ValueError):
     """A bad configuration value or key; the message names the file (if any), key and value."""
 
 
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "detection": DEFAULTS,
+    "classification": CLASSIFICATION_DEFAULTS,
+}
+"""The default config of each task, by the name a config's ``task`` key holds
+(:attr:`ssmd.tasks.base.Task.defaults` reads it; the tables live here so that loading a
+config needs no model code)."""
+
+
+def task_defaults(task: Any) -> dict[str, Any]:
+    """The default table of ``task``.
+
+    Raises:
+        ConfigError: no such task.
+    """
+    if not isinstance(task, str) or task not in TASK_DEFAULTS:
+        raise ConfigError(f"task = {task!r}: expected {' or '.join(TASK_DEFAULTS)}")
+    return TASK_DEFAULTS[task]
+
+
 def deep_merge(
     base: dict[str, Any], update: dict[str, Any], *, strict: bool, where: str = "", source: str = ""
 ) -> dict[str, Any]:
@@ -326,9 +348,7 @@ def load_config(
         parts, value = parse_override(text)
         if parts == ["task"]:
             task = value
-    if task not in ("detection", "classification"):
-        raise ConfigError(f"task = {task!r}: expected detection or classification")
-    config = copy.deepcopy(CLASSIFICATION_DEFAULTS if task == "classification" else DEFAULTS)
+    config = copy.deepcopy(task_defaults(task))
     if loaded is not None:
         config = deep_merge(config, loaded, strict=True, source=str(path))
     if overrides:
@@ -466,7 +486,7 @@ def validate_config(config: dict[str, Any], origin: dict[str, str] | None = None
     """
     origin = origin or {}
     task = config.get("task", "detection")
-    defaults = flatten_config(CLASSIFICATION_DEFAULTS if task == "classification" else DEFAULTS)
+    defaults = flatten_config(TASK_DEFAULTS.get(task, DEFAULTS))
     out = copy.deepcopy(config)
     for key, value in flatten_config(config).items():
         if key.startswith("method.") or key not in defaults:

@@ -326,7 +326,7 @@ def test_unexpected_error_says_where_to_report_and_logs_the_traceback(
 ) -> None:
     import tempfile
 
-    from ssmd.engine import build
+    from ssmd.tasks import detection as build
 
     def boom(*args: Any, **kwargs: Any) -> None:
         raise ZeroDivisionError("boom in the engine\nsecond line")

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from ssmd.config import load_config
-from ssmd.engine import build
+from ssmd.tasks import detection as build
 
 
 @pytest.mark.parametrize(("method", "want_rotate"), [("supervised", 10.0), ("ssmd", 0.0)])

@@ -9,7 +9,8 @@ import pytest
 
 from ssmd.config import ConfigError, load_config
 from ssmd.data.factory import DATASET_FORMATS
-from ssmd.engine import build, classification
+from ssmd.tasks import classification
+from ssmd.tasks import detection as build
 from ssmd.utils.paths import prepare_output_dir
 
 

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from ssmd.config import load_config
-from ssmd.engine.build import run_training
 from ssmd.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from ssmd.engine.classification import run_classification_training
 from ssmd.engine.resume import config_differences
+from ssmd.tasks.classification import run_classification_training
+from ssmd.tasks.detection import run_training
 
 TINY = [
     "data.format=synthetic",

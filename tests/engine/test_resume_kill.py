@@ -18,11 +18,11 @@ from test_trainer import ToyMethod, make_samples, noisy
 from torch import nn
 
 from ssmd.config import load_config
-from ssmd.engine import build
 from ssmd.engine.checkpoint import load_checkpoint
 from ssmd.engine.hooks import EvalHook, standard_hooks
 from ssmd.engine.loader import BatchStream
 from ssmd.engine.trainer import Trainer
+from ssmd.tasks import detection as build
 
 
 class Killed(BaseException):

@@ -85,7 +85,7 @@ def test_two_workers_never_run_the_same_cell(
 def test_classification_base_config_trains_with_the_classification_engine(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write_experiment: Callable[..., Path]
 ) -> None:
-    cls_engine = pytest.importorskip("ssmd.engine.classification")
+    cls_engine = pytest.importorskip("ssmd.tasks.classification")
     base = BASE.parent / "classification" / "synthetic_cpu.yaml"
     if not base.is_file():
         pytest.skip("no classification config")
@@ -164,7 +164,7 @@ def _finished_run(run: Path, config: dict[str, Any]) -> None:
 def test_pseudo_label_cells_share_a_matching_stage1(
     tmp_path: Path, write_experiment: Callable[..., Path]
 ) -> None:
-    from ssmd.engine.pseudo_label import stage1_config
+    from ssmd.tasks.pseudo_label import stage1_config
 
     path = write_experiment(
         tmp_path,

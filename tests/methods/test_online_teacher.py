@@ -16,7 +16,6 @@ import yaml
 from torch import Tensor, nn
 
 from ssmd.config import load_config
-from ssmd.engine.build import run_training
 from ssmd.engine.checkpoint import save_checkpoint
 from ssmd.engine.loader import BatchStream
 from ssmd.engine.trainer import Trainer
@@ -31,6 +30,7 @@ from ssmd.methods.strong_aug import (
 )
 from ssmd.models import build_retinanet
 from ssmd.structures.sample import Batch, Sample, collate
+from ssmd.tasks.detection import run_training
 
 # strong view without its random parts, so a test can compute the targets by hand
 PLAIN: dict[str, Any] = {"jitter_p": 0.0, "cutout_n": 0, "scale_min": 1.0, "scale_max": 1.0}

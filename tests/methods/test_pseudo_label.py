@@ -12,12 +12,12 @@ import torch
 from torch import nn
 
 from ssmd.config import load_config
-from ssmd.engine.build import run_training
-from ssmd.engine.pseudo_label import PseudoLabeledSamples, filter_pseudo_labels
 from ssmd.methods.base import METHODS, build_method
 from ssmd.methods.pseudo_label import PseudoLabel, strong_augment
 from ssmd.models import build_retinanet
 from ssmd.structures.sample import Batch, Sample, collate
+from ssmd.tasks.detection import run_training
+from ssmd.tasks.pseudo_label import PseudoLabeledSamples, filter_pseudo_labels
 
 
 def test_threshold_filter_keeps_scores_at_or_above_the_threshold() -> None:
@@ -188,7 +188,7 @@ def test_two_stages_from_one_run(tmp_path: Path) -> None:
 
 def test_stage1_dir_reuses_a_finished_run_and_refuses_a_mismatching_one(tmp_path: Path) -> None:
     from ssmd.config import dump_config
-    from ssmd.engine.pseudo_label import stage1_config, stage1_mismatch
+    from ssmd.tasks.pseudo_label import stage1_config, stage1_mismatch
 
     config = load_config(None, [f"output_dir={tmp_path / 'pl'}", "method.name=pseudo_label"])
     run = tmp_path / "sup"

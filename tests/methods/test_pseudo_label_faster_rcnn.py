@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 
 from ssmd.config import load_config
-from ssmd.engine.build import run_training
 from ssmd.engine.checkpoint import load_checkpoint
 from ssmd.methods import build_method
 from ssmd.models.detectors.faster_rcnn import build_faster_rcnn
 from ssmd.structures.sample import Batch, Sample, collate
+from ssmd.tasks.detection import run_training
 
 
 def _batch(n_boxes: list[int], size: int = 128) -> Batch:

@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 from ssmd.config import DEFAULTS
-from ssmd.engine.build import build_model
 from ssmd.engine.checkpoint import load_checkpoint, save_checkpoint
 from ssmd.models.backbones.resnet import build_resnet
 from ssmd.models.backbones.weights import (
@@ -21,6 +20,7 @@ from ssmd.models.backbones.weights import (
 )
 from ssmd.models.classifiers import build_classifier
 from ssmd.models.factory import MODELS
+from ssmd.tasks.detection import build_model
 
 
 def _perturbed(module: nn.Module, seed: int = 1) -> nn.Module:

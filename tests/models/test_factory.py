@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from ssmd.config import DEFAULTS, ConfigError, dump_config, load_config
-from ssmd.engine.build import build_model
 from ssmd.models import MODELS, RetinaNet
 from ssmd.models.factory import builder_keys, model_from_config
+from ssmd.tasks.detection import build_model
 from ssmd.utils.registry import Registry
 
 
@@ -79,7 +79,7 @@ def test_model_keys_are_checked_against_the_detector(monkeypatch: pytest.MonkeyP
 
 
 def test_stage1_of_a_run_from_before_model_name_still_matches(tmp_path: Path) -> None:
-    from ssmd.engine.pseudo_label import stage1_config, stage1_mismatch
+    from ssmd.tasks.pseudo_label import stage1_config, stage1_mismatch
 
     config = load_config(None, [f"output_dir={tmp_path / 'pl'}", "method.name=pseudo_label"])
     run = tmp_path / "sup"

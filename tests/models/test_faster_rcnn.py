@@ -13,11 +13,11 @@ import torch
 from test_retinanet_overfit import _ap50, _synthetic
 
 from ssmd.config import ConfigError, load_config
-from ssmd.engine.build import build_model, run_training
 from ssmd.methods import build_method
 from ssmd.models.detectors.base import detector_capabilities
 from ssmd.models.detectors.faster_rcnn import FasterRCNN, TwoStageOutputs, build_faster_rcnn
 from ssmd.structures.sample import Sample, collate
+from ssmd.tasks.detection import build_model, run_training
 
 SIZES = [16, 8, 4, 2, 1]  # P3..P7 of a 128 px input
 

@@ -12,9 +12,9 @@ import yaml
 
 from ssmd.cli.main import main
 from ssmd.config import ConfigError
-from ssmd.engine.build import build_data, build_model
 from ssmd.engine.checkpoint import load_checkpoint
 from ssmd.pretrain.job import load_pretrain_config, pretrain_images, run_pretraining
+from ssmd.tasks.detection import build_data, build_model
 
 pytest.importorskip("lightly")
 
@@ -120,7 +120,7 @@ def test_loss_decreases_and_the_backbone_loads_into_the_detector(
 
 
 def test_a_classifier_trunk_pretrains_and_loads(tmp_path: Path) -> None:
-    from ssmd.engine.classification import build_classification_model
+    from ssmd.tasks.classification import build_classification_model
 
     path = _write(
         tmp_path,

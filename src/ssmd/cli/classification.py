@@ -21,19 +21,20 @@ from typing import Any
 
 from ssmd.data.classification import ClassificationDataset, build_classification_dataset
 
-__all__ = ["MAX_VIZ", "cmd_evaluate", "cmd_predict", "cmd_train", "is_classification_checkpoint"]
+__all__ = ["MAX_VIZ", "checkpoint_task", "cmd_evaluate", "cmd_predict"]
 
 MAX_VIZ = 64
 """Grad-CAM overlays written by ``ssmd predict --viz`` (the first images of SRC)."""
 
 
-def is_classification_checkpoint(path: str | None) -> bool:
-    """Whether ``path`` is a classification checkpoint (False for a missing path or detection)."""
+def checkpoint_task(path: str | None) -> str:
+    """The task a checkpoint was trained for (its ``task`` field; ``detection`` when it has
+    none, for a missing path, or for a file that is not there)."""
     if not path or not Path(path).is_file():
-        return False
+        return "detection"
     from ssmd.engine.checkpoint import load_checkpoint
 
-    return load_checkpoint(path).get("task") == "classification"
+    return str(load_checkpoint(path).get("task", "detection"))
 
 
 def _source(fmt: str, src: str, config: dict[str, Any]) -> ClassificationDataset:
@@ -45,23 +46,12 @@ def _source(fmt: str, src: str, config: dict[str, Any]) -> ClassificationDataset
     return build_classification_dataset(fmt, src, image_size=int(size) if size else None)
 
 
-def cmd_train(config: dict[str, Any], resume: str | None) -> dict[str, Any]:
-    """``ssmd train`` of a classification config; prints the test metrics of best.pt."""
-    from ssmd.engine.classification import run_classification_training
-    from ssmd.evaluation import format_metrics_table
-
-    summary = run_classification_training(config, resume=resume or False)
-    print(f"test metrics of best.pt ({summary['output_dir']})")
-    print(format_metrics_table(summary["test"]))
-    return summary
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
     """``ssmd predict`` with a classification checkpoint: probabilities CSV (+ Grad-CAM PNGs)."""
     import torch
 
-    from ssmd.engine.classification import Normalizer, load_classifier, predict_probabilities
     from ssmd.engine.gradcam import write_gradcam_overlays
+    from ssmd.tasks.classification import Normalizer, load_classifier, predict_probabilities
 
     model, state = load_classifier(args.checkpoint, which=args.model)
     config = state["config"]
@@ -99,12 +89,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``ssmd evaluate --checkpoint`` of a classification run (module docstring)."""
-    from ssmd.engine.classification import (
+    from ssmd.evaluation import format_metrics_table
+    from ssmd.tasks.classification import (
         build_classification_data,
         evaluate_classifier,
         load_classifier,
     )
-    from ssmd.evaluation import format_metrics_table
 
     model, state = load_classifier(args.checkpoint, which=args.model)
     config = state["config"]

@@ -80,10 +80,10 @@ def run_demo(
     output_dir: Path, max_iters: int | None = None, quick: bool = False
 ) -> list[dict[str, Any]]:
     """Run every demo run, print the table, write overlays, the FROC plot and ``demo_results.json``."""
-    from ssmd.engine.build import build_data
     from ssmd.engine.visualize import draw_overlay
     from ssmd.evaluation import froc_from_coco, plot_froc
     from ssmd.structures.boxes import xywh_to_xyxy
+    from ssmd.tasks.detection import build_data
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -96,7 +96,7 @@ def run_demo(
             f"\n=== {name}: method={method}, labeled ratio={ratio:g}, {config['train']['max_iters']} iterations ===",
             flush=True,
         )
-        from ssmd.engine.build import run_training
+        from ssmd.tasks.detection import run_training
 
         summary = run_training(config)
         test = summary["test"]

@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -371,22 +372,17 @@ def _load_source(
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from ssmd.config import load_config
-    from ssmd.engine.build import run_training
+    from ssmd.tasks import get_task
 
     config = load_config(args.config, args.overrides)
     args.log_dir = config["output_dir"]  # where an unexpected error's traceback goes
-    if config.get("task") == "classification":
-        from ssmd.cli.classification import cmd_train
-
-        cmd_train(config, args.resume)
-        return 0
-    summary = run_training(config, resume=args.resume)
+    summary = get_task(config).train(config, resume=args.resume)
     _print_metrics(summary["test"], title=f"test metrics of best.pt ({summary['output_dir']})")
     return 0
 
 
 def _predict(args: argparse.Namespace) -> tuple[Any, list[dict[str, Any]], dict[str, Any]]:
-    from ssmd.engine.build import load_model, predict_dataset
+    from ssmd.tasks.detection import load_model, predict_dataset
 
     model, state = load_model(args.checkpoint, which=args.model)
     dataset = _load_source(
@@ -402,12 +398,29 @@ def _predict(args: argparse.Namespace) -> tuple[Any, list[dict[str, Any]], dict[
     return dataset, preds, state
 
 
+def _task_command(task: str, command: str) -> Callable[[argparse.Namespace], int] | None:
+    """The ``predict`` / ``evaluate`` command of a checkpoint's ``task``; None for detection,
+    whose commands are this module's own."""
+    from ssmd.cli import classification
+    from ssmd.tasks import get_task
+
+    get_task(task)  # an unknown task in a checkpoint is named
+    commands: dict[str, dict[str, Callable[[argparse.Namespace], int]]] = {
+        "classification": {
+            "predict": classification.cmd_predict,
+            "evaluate": classification.cmd_evaluate,
+        }
+    }
+    return commands.get(task, {}).get(command)
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from ssmd.cli.classification import cmd_predict, is_classification_checkpoint
+    from ssmd.cli.classification import checkpoint_task
     from ssmd.evaluation import predictions_to_coco_results
 
-    if is_classification_checkpoint(args.checkpoint):
-        return cmd_predict(args)
+    other = _task_command(checkpoint_task(args.checkpoint), "predict")
+    if other is not None:
+        return other(args)
     dataset, preds, _ = _predict(args)
     results = predictions_to_coco_results(
         [p["image_id"] for p in preds], preds, dataset.label_to_category
@@ -446,17 +459,18 @@ def _print_metrics(metrics: dict[str, Any], title: str = "") -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from ssmd.cli.classification import cmd_evaluate, is_classification_checkpoint
+    from ssmd.cli.classification import checkpoint_task
     from ssmd.evaluation import coco_ap, froc_from_coco, plot_froc, predictions_to_coco_results
 
-    if is_classification_checkpoint(args.checkpoint):
-        return cmd_evaluate(args)
+    other = _task_command(checkpoint_task(args.checkpoint), "evaluate")
+    if other is not None:
+        return other(args)
     if args.checkpoint and args.src is None and args.corloc:
         raise SystemExit(
             "ssmd evaluate --corloc with a checkpoint needs the images: --format F SRC"
         )
     if args.checkpoint and args.src is None:  # the run's own held-out part
-        from ssmd.engine.build import evaluate_checkpoint
+        from ssmd.tasks.detection import evaluate_checkpoint
 
         part_metrics = evaluate_checkpoint(args.checkpoint, args.part, args.model)
         print(f"{args.checkpoint} ({args.model}) on its run's {args.part} part:")

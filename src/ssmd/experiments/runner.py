@@ -43,13 +43,9 @@ def run_cell_training(
     The one place that knows how a cell's task is trained; returns the run's summary, whose
     ``test`` (or top level) holds the test metrics that go into ``result.json``.
     """
-    if config.get("task", "detection") == "classification":
-        from ssmd.engine.classification import run_classification_training  # lazy: optional
+    from ssmd.tasks import get_task  # the task registry (``config["task"]``)
 
-        return dict(run_classification_training(config, resume=resume if resume else False))
-    from ssmd.engine.build import run_training
-
-    return run_training(config, resume=resume, log=log)
+    return get_task(config).train(config, resume=resume, log=log)
 
 
 def lock_path(exp: Experiment, cell: Cell) -> Path:
@@ -83,7 +79,7 @@ def shared_stage1(exp: Experiment, cell: Cell, config: dict[str, Any]) -> Path |
 
     Pseudo-labeling rows that differ only in stage-2 settings (the threshold) have the same
     stage 1, and so does the supervised row of their split and seed: the first finished one
-    whose config matches (:func:`ssmd.engine.pseudo_label.stage1_mismatch`) — another row's
+    whose config matches (:func:`ssmd.tasks.pseudo_label.stage1_mismatch`) — another row's
     ``<run>/stage1`` or a supervised ``<run>`` — is reused instead of trained again. ``None``
     for other methods, a cell whose own stage 1 already started, or when nothing matches.
     """
@@ -92,7 +88,7 @@ def shared_stage1(exp: Experiment, cell: Cell, config: dict[str, Any]) -> Path |
     own = exp.run_dir(cell) / "stage1"
     if (own / "config.yaml").is_file():  # started (or finished) its own: keep it
         return None
-    from ssmd.engine.pseudo_label import stage1_mismatch
+    from ssmd.tasks.pseudo_label import stage1_mismatch
 
     runs = exp.run_dir(cell).parent
     for other in sorted(runs.glob(f"*__r{cell.ratio:g}__s{cell.seed}")):

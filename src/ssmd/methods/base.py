@@ -32,9 +32,12 @@ class Method(nn.Module, abc.ABC):
     with default values) and :attr:`requires` (the detector capabilities they use, from
     :data:`ssmd.models.detectors.base.CAPABILITIES`: ``"losses"``, ``"detections"``,
     ``"dense_maps"``; checked by :func:`build_method`) and implement :meth:`training_step`.
+    A method trained in several stages names its recipe in :attr:`recipe` (e.g.
+    ``"pseudo_label"``); the task runs that recipe's stages (:meth:`ssmd.tasks.base.Task.stages`).
     """
 
     uses_unlabeled: ClassVar[bool] = False
+    recipe: ClassVar[str | None] = None
     defaults: ClassVar[dict[str, Any]] = {}
     requires: ClassVar[tuple[str, ...]] = ()
 

@@ -393,7 +393,7 @@ class OnlineTeacher(Method):
     ) -> None:
         """The labeled validation images ``samples[i]``, ``i in indices``, for ``threshold="auto"``.
 
-        Called by :func:`ssmd.engine.build.run_training` with the prepared samples of the
+        Called by :func:`ssmd.tasks.detection.run_training` with the prepared samples of the
         split's ``val`` part and the intensity normalisation (never the test part).
 
         Raises:
@@ -445,7 +445,7 @@ class OnlineTeacher(Method):
         if self._validation is None:
             raise RuntimeError(
                 "method.threshold = 'auto' needs the labeled validation images: train through "
-                "ssmd.engine.build.run_training, or call set_validation_samples() first"
+                "ssmd.tasks.detection.run_training, or call set_validation_samples() first"
             )
         samples, indices, transform, batch_size = self._validation
         if not indices:

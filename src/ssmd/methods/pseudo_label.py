@@ -1,7 +1,7 @@
 """Pseudo-labeling, STAC-style (Sohn et al. 2020), the SSMD paper's baseline (Sec. 4.3): stage 2.
 
 Stage 1 (a supervised run on the labeled part), the prediction of the unlabeled part and the
-filter ``score >= threshold`` (0.9, one-hot labels) are :mod:`ssmd.engine.pseudo_label`'s job;
+filter ``score >= threshold`` (0.9, one-hot labels) are :mod:`ssmd.tasks.pseudo_label`'s job;
 ``ssmd train ... method.name=pseudo_label`` runs both stages. This method is stage 2: a
 detector trained **from scratch** on the labeled images and the pseudo-labeled unlabeled
 images, whose boxes the engine has replaced by the pseudo labels (it never sees their
@@ -102,7 +102,7 @@ class PseudoLabel(Method):
             engine before stage 2; 0.9 as in STAC and the SSMD paper).
         stage1_dir: a finished supervised run to use as stage 1 instead of training one
             (read by the engine; its config must match, see
-            :func:`ssmd.engine.pseudo_label.stage1_mismatch`).
+            :func:`ssmd.tasks.pseudo_label.stage1_mismatch`).
         unlabeled_weight: weight of the pseudo-labeled loss.
         keep_empty: keep unlabeled images that received no pseudo box.
         strong_on_labeled: strong augmentation on the labeled batch too.
@@ -115,6 +115,7 @@ class PseudoLabel(Method):
     """
 
     uses_unlabeled: ClassVar[bool] = True
+    recipe: ClassVar[str | None] = "pseudo_label"  # stage 1, pseudo boxes, this stage 2
     requires: ClassVar[tuple[str, ...]] = ("losses", "detections")
     defaults: ClassVar[dict[str, Any]] = {
         "threshold": 0.9,

@@ -289,7 +289,7 @@ def pretrain_images(config: dict[str, Any]) -> tuple[ImageCache, list[int], dict
     pre = config["pretrain"]
     part = pre["part"]
     if config.get("task") == "classification":
-        from ssmd.engine.classification import build_classification_data
+        from ssmd.tasks.classification import build_classification_data
 
         cdata, csplit = build_classification_data(config)
         total = len(cdata)
@@ -302,8 +302,8 @@ def pretrain_images(config: dict[str, Any]) -> tuple[ImageCache, list[int], dict
 
     else:
         from ssmd.data.transforms import Resize
-        from ssmd.engine.build import build_data
         from ssmd.engine.loader import PreparedSamples
+        from ssmd.tasks.detection import build_data
 
         bundle = build_data(config)
         total = len(bundle.dataset)
@@ -396,13 +396,13 @@ def build_pretrain_backbone(
         ConfigError: a detector without a ResNet ``backbone`` with an ``arch``.
     """
     if config.get("task") == "classification":
-        from ssmd.engine.classification import build_classification_model
+        from ssmd.tasks.classification import build_classification_model
 
         classifier = build_classification_model(config["model"], 2, in_channels)
         trunk = classifier.trunk
         body = getattr(trunk, "body", trunk)
         return body, [int(cast(Any, trunk).out_channels)]
-    from ssmd.engine.build import build_model
+    from ssmd.tasks.detection import build_model
 
     detector = build_model(config["model"], 1)
     backbone = getattr(detector, "backbone", None)
@@ -444,8 +444,8 @@ def run_pretraining(
 ) -> dict[str, Any]:
     """Pretrain the config's backbone on ``pretrain.part`` and write ``backbone.pt`` (module
     docstring); returns the summary that ``pretrain_summary.json`` holds."""
-    from ssmd.engine.build import build_optimizer, build_scheduler, seed_everything
     from ssmd.engine.hooks import CheckpointHook, LoggingHook
+    from ssmd.engine.optim import build_optimizer, build_scheduler, seed_everything
     from ssmd.models.backbones.weights import backbone_arch, save_backbone_checkpoint
 
     pre = config["pretrain"]
