@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -18,7 +18,7 @@ from ssmd.tasks.detection import DetectionTask
 class Counting(Stage):
     """Writes ``<out>/<name>.json`` holding the previous stages' names and its run count."""
 
-    runs: dict[str, int] = {}
+    runs: ClassVar[dict[str, int]] = {}
 
     def __init__(self, name: str, always: bool = False) -> None:
         self.name = name  # type: ignore[misc]
