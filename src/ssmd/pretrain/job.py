@@ -288,33 +288,9 @@ def pretrain_images(config: dict[str, Any]) -> tuple[ImageCache, list[int], dict
     """
     pre = config["pretrain"]
     part = pre["part"]
-    if config.get("task") == "classification":
-        from ssmd.tasks.classification import build_classification_data
+    from ssmd.tasks import get_task
 
-        cdata, csplit = build_classification_data(config)
-        total = len(cdata)
-        names = None if part == "all" else csplit.part(part)
-        indices = list(range(total)) if names is None else [cdata.index_of(n) for n in names]
-        channels = int(cdata.in_channels)
-
-        def load(i: int) -> Tensor:
-            return cdata.tensors([i])[0][0]  # (C, H, W)
-
-    else:
-        from ssmd.data.transforms import Resize
-        from ssmd.engine.loader import PreparedSamples
-        from ssmd.tasks.detection import build_data
-
-        bundle = build_data(config)
-        total = len(bundle.dataset)
-        indices = list(range(total)) if part == "all" else bundle.indices(part)
-        size = int(pre["image_size"] or config["data"]["input_size"])
-        samples = PreparedSamples(bundle.dataset, Resize(size, pad_to=1), cache=False)
-        channels = 3
-
-        def load(i: int) -> Tensor:
-            return samples[i].image  # (3, H', W'), longer side `size`
-
+    load, total, indices, channels = get_task(config).pretrain_images(config, part)
     if pre["max_images"] is not None and len(indices) > int(pre["max_images"]):
         rng = np.random.default_rng(int(pre["seed"]))
         chosen = rng.permutation(len(indices))[: int(pre["max_images"])]
@@ -395,23 +371,9 @@ def build_pretrain_backbone(
     Raises:
         ConfigError: a detector without a ResNet ``backbone`` with an ``arch``.
     """
-    if config.get("task") == "classification":
-        from ssmd.tasks.classification import build_classification_model
+    from ssmd.tasks import get_task
 
-        classifier = build_classification_model(config["model"], 2, in_channels)
-        trunk = classifier.trunk
-        body = getattr(trunk, "body", trunk)
-        return body, [int(cast(Any, trunk).out_channels)]
-    from ssmd.tasks.detection import build_model
-
-    detector = build_model(config["model"], 1)
-    backbone = getattr(detector, "backbone", None)
-    if not isinstance(backbone, nn.Module) or not hasattr(backbone, "arch"):
-        raise ConfigError(
-            f"model.name = {config['model'].get('name')!r}: its detector has no ResNet 'backbone' "
-            "to pretrain"
-        )
-    return backbone, [int(c) for c in cast(Any, backbone).out_channels]
+    return get_task(config).pretrain_trunk(config, in_channels)
 
 
 class _LossHistory(HookBase):
@@ -463,10 +425,11 @@ def run_pretraining(
     method: PretrainMethod = build_pretrain_method(
         method_cfg.pop("name"), backbone, channels, method_cfg
     )
-    is_cls = config.get("task") == "classification"
     aug_cfg = dict(pre["augment"])
     if aug_cfg.get("crop_size") is None:
-        aug_cfg["crop_size"] = int(config["data"].get("image_size") or 32) if is_cls else 128
+        from ssmd.tasks import get_task
+
+        aug_cfg["crop_size"] = get_task(config).pretrain_view_size(config)
     augment = augment_from_config(aug_cfg, config["data"]["mean"], config["data"]["std"])
     stream = ViewStream(images, indices, int(tcfg["batch_size"]), int(pre["seed"]), augment)
     dump_config(config, out / "config.yaml")

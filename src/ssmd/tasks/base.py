@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from torch import nn
+from torch import Tensor, nn
 
 from ssmd.config import ConfigError
 from ssmd.utils.registry import Registry
@@ -145,6 +145,28 @@ class Task(ABC):
     @abstractmethod
     def predict(self, checkpoint: str | Path, source: str | Path, **kwargs: Any) -> Any:
         """Predictions of a checkpoint's network on the images of ``source``."""
+
+    def pretrain_images(
+        self, config: dict[str, Any], part: str
+    ) -> tuple[Callable[[int], Tensor], int, list[int], int]:
+        """The images ``ssmd pretrain`` learns from.
+
+        Returns:
+            ``(load, total, indices, channels)``: ``load(i)`` is image ``i`` of the dataset as
+            ``Tensor[C, H, W]``, ``total`` the dataset size, ``indices`` the positions of the
+            split part ``part`` (``all``: every image) and ``channels`` is ``C``.
+        """
+        raise ConfigError(f"task = {self.name!r}: ssmd pretrain does not support this task")
+
+    def pretrain_trunk(
+        self, config: dict[str, Any], in_channels: int
+    ) -> tuple[nn.Module, list[int]]:
+        """The trunk of the model ``config`` builds, and the channels of its feature maps."""
+        raise ConfigError(f"task = {self.name!r}: ssmd pretrain does not support this task")
+
+    def pretrain_view_size(self, config: dict[str, Any]) -> int:
+        """The side of a pretraining view when ``pretrain.augment.crop_size`` is null."""
+        return 128
 
     def stages(self, config: dict[str, Any]) -> list[Stage]:
         """The recipe of ``config``'s method; one stage (plain training) unless it needs more."""

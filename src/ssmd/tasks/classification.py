@@ -489,6 +489,32 @@ class ClassificationTask(Task):
     ) -> tuple[nn.Module, dict[str, Any]]:
         return load_classifier(checkpoint, which)
 
+    def pretrain_images(
+        self, config: dict[str, Any], part: str
+    ) -> tuple[Callable[[int], Tensor], int, list[int], int]:
+        """The dataset's images at ``data.image_size``."""
+        cdata, csplit = build_classification_data(config)
+        total = len(cdata)
+        names = None if part == "all" else csplit.part(cast(Any, part))
+        indices = list(range(total)) if names is None else [cdata.index_of(n) for n in names]
+
+        def load(i: int) -> Tensor:
+            return cdata.tensors([i])[0][0]  # (C, H, W)
+
+        return load, total, indices, int(cdata.in_channels)
+
+    def pretrain_trunk(
+        self, config: dict[str, Any], in_channels: int
+    ) -> tuple[nn.Module, list[int]]:
+        """The classifier's trunk (a ResNet's ``body``, or the DenseNet trunk)."""
+        classifier = build_classification_model(config["model"], 2, in_channels)
+        trunk = classifier.trunk
+        body = getattr(trunk, "body", trunk)
+        return body, [int(cast(Any, trunk).out_channels)]
+
+    def pretrain_view_size(self, config: dict[str, Any]) -> int:
+        return int(config["data"].get("image_size") or 32)
+
     def predict(self, checkpoint: str | Path, source: Any, **kwargs: Any) -> Any:
         """Class probabilities ``(N, K)`` of ``checkpoint`` on a :class:`ClassificationDataset`."""
         model, state = load_classifier(checkpoint, kwargs.pop("which", "student"))

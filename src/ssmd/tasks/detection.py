@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from torch import nn
+from torch import Tensor, nn
 
 from ssmd.config import DEFAULTS, TASK_DEFAULTS, ConfigError, dump_config
 from ssmd.data import build_dataset
@@ -33,6 +33,7 @@ from ssmd.data.transforms import (
     RandomRotate,
     RandomSpatialCrop,
     RandomVFlip,
+    Resize,
 )
 from ssmd.data.transforms.intensity import DarkBackground, RandomGrey, RandomStainJitter
 from ssmd.data.transforms.scale import scale_policy_transform
@@ -524,6 +525,38 @@ class DetectionTask(Task):
         self, checkpoint: str | Path, which: str = "student"
     ) -> tuple[nn.Module, dict[str, Any]]:
         return load_model(checkpoint, which)
+
+    def pretrain_images(
+        self, config: dict[str, Any], part: str
+    ) -> tuple[Callable[[int], Tensor], int, list[int], int]:
+        """The split's images, longer side ``pretrain.image_size`` (default ``data.input_size``)."""
+        bundle = build_data(config)
+        total = len(bundle.dataset)
+        indices = list(range(total)) if part == "all" else bundle.indices(part)
+        size = int(config["pretrain"]["image_size"] or config["data"]["input_size"])
+        samples = PreparedSamples(bundle.dataset, Resize(size, pad_to=1), cache=False)
+
+        def load(i: int) -> Tensor:
+            return samples[i].image  # (3, H', W'), longer side `size`
+
+        return load, total, indices, 3
+
+    def pretrain_trunk(
+        self, config: dict[str, Any], in_channels: int
+    ) -> tuple[nn.Module, list[int]]:
+        """The detector's ``backbone`` (a ResNet returning ``C3, C4, C5``).
+
+        Raises:
+            ConfigError: a detector without a ResNet ``backbone`` with an ``arch``.
+        """
+        detector = build_model(config["model"], 1)
+        backbone = getattr(detector, "backbone", None)
+        if not isinstance(backbone, nn.Module) or not hasattr(backbone, "arch"):
+            raise ConfigError(
+                f"model.name = {config['model'].get('name')!r}: its detector has no ResNet "
+                "'backbone' to pretrain"
+            )
+        return backbone, [int(c) for c in cast(Any, backbone).out_channels]
 
     def predict(self, checkpoint: str | Path, source: Any, **kwargs: Any) -> Any:
         """Per-image predictions of ``checkpoint`` (``which``) on a :class:`DetectionDataset`."""
