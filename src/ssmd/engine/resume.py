@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ssmd.config import CLASSIFICATION_DEFAULTS, DEFAULTS, flatten_config
+from ssmd.config import DEFAULTS, TASK_DEFAULTS, flatten_config
 from ssmd.engine.checkpoint import CheckpointError, load_checkpoint
 
 __all__ = ["SAFE_TO_CHANGE", "config_differences", "resume_trainer"]
@@ -70,7 +70,7 @@ def config_differences(
     its default; a ``method.*`` key missing on one side counts as ``<unset>``.
     """
     task = current.get("task", "detection")
-    defaults = flatten_config(CLASSIFICATION_DEFAULTS if task == "classification" else DEFAULTS)
+    defaults = flatten_config(TASK_DEFAULTS.get(task, DEFAULTS))
     old, new = flatten_config(stored), flatten_config(current)
     out: list[tuple[str, Any, Any]] = []
     for key in sorted(set(old) | set(new)):
