@@ -25,6 +25,7 @@ __all__ = [
     "CheckpointError",
     "capture_rng_state",
     "load_checkpoint",
+    "network_weights",
     "restore_rng_state",
     "save_checkpoint",
 ]
@@ -216,3 +217,36 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         )
     )
     torch.set_rng_state(state["torch"])
+
+
+def network_weights(
+    state: dict[str, Any], which: str = "student", source: str | Path = "<checkpoint>"
+) -> dict[str, Any]:
+    """The state dict of one network of a run's checkpoint, whatever the task.
+
+    A model checkpoint (``kind: ssmd-model``, ``best.pt``) holds ``model`` (the student) and,
+    for methods with an EMA teacher, ``teacher``; a training checkpoint (``kind: ssmd-train``,
+    ``last.pt``) holds the method's state, whose keys start with ``model.`` / ``teacher.``.
+
+    Args:
+        state: the loaded checkpoint (:func:`load_checkpoint`).
+        which: ``student`` or ``teacher``.
+        source: the checkpoint's path, for messages.
+
+    Raises:
+        CheckpointError: no ``which`` network in it, or not a run checkpoint.
+    """
+    if state.get("kind") == "ssmd-model":
+        key = "model" if which == "student" else "teacher"
+        if key not in state:
+            raise CheckpointError(
+                f"{source}: field {key!r} missing: this run has no {which} network"
+            )
+        return dict(state[key])
+    if state.get("kind") == "ssmd-train":
+        prefix = "model." if which == "student" else "teacher."
+        weights = {k[len(prefix) :]: v for k, v in state["method"].items() if k.startswith(prefix)}
+        if not weights:
+            raise CheckpointError(f"{source}: no {which} weights in field 'method'")
+        return weights
+    raise CheckpointError(f"{source}: field 'kind' = {state.get('kind')!r}: not an ssmd checkpoint")

@@ -30,7 +30,7 @@ from ssmd.data.classification import (
 from ssmd.data.classification.augment import BatchAugment
 from ssmd.data.classification.base import CLASSIFICATION_FORMATS
 from ssmd.data.splits import Split
-from ssmd.engine.checkpoint import CheckpointError, load_checkpoint
+from ssmd.engine.checkpoint import CheckpointError, load_checkpoint, network_weights
 from ssmd.engine.hooks import standard_hooks
 from ssmd.engine.optim import build_optimizer, build_scheduler, seed_everything
 from ssmd.engine.resume import resume_trainer
@@ -422,18 +422,7 @@ def load_classifier(
         int(state["num_classes"]),
         int(state["in_channels"]),
     )
-    if state.get("kind") == "ssmd-model":
-        key = "model" if which == "student" else "teacher"
-        if key not in state:
-            raise CheckpointError(f"{checkpoint}: field {key!r} missing: no {which} network")
-        weights = state[key]
-    elif state.get("kind") == "ssmd-train":
-        prefix = "model." if which == "student" else "teacher."
-        weights = {k[len(prefix) :]: v for k, v in state["method"].items() if k.startswith(prefix)}
-        if not weights:
-            raise CheckpointError(f"{checkpoint}: no {which} weights in field 'method'")
-    else:
-        raise CheckpointError(f"{checkpoint}: field 'kind' = {state.get('kind')!r}: unknown")
+    weights = network_weights(state, which, checkpoint)
     model.load_state_dict(weights)
     model.eval()
     return model, state

@@ -37,7 +37,7 @@ from ssmd.data.transforms import (
 )
 from ssmd.data.transforms.intensity import DarkBackground, RandomGrey, RandomStainJitter
 from ssmd.data.transforms.scale import scale_policy_transform
-from ssmd.engine.checkpoint import CheckpointError, load_checkpoint
+from ssmd.engine.checkpoint import CheckpointError, load_checkpoint, network_weights
 from ssmd.engine.hooks import standard_hooks
 from ssmd.engine.loader import BatchStream, PreparedSamples
 from ssmd.engine.optim import build_optimizer, build_scheduler, seed_everything
@@ -415,22 +415,7 @@ def load_model(checkpoint: str | Path, which: str = "student") -> tuple[nn.Modul
     model = build_model(
         {**config["model"], "pretrained_weights": None}, int(state.get("num_classes", 1))
     )
-    if state.get("kind") == "ssmd-model":
-        key = "model" if which == "student" else "teacher"
-        if key not in state:
-            raise CheckpointError(
-                f"{checkpoint}: field {key!r} missing: this run has no {which} network"
-            )
-        weights = state[key]
-    elif state.get("kind") == "ssmd-train":
-        prefix = "model." if which == "student" else "teacher."
-        weights = {k[len(prefix) :]: v for k, v in state["method"].items() if k.startswith(prefix)}
-        if not weights:
-            raise CheckpointError(f"{checkpoint}: no {which} weights in field 'method'")
-    else:
-        raise CheckpointError(
-            f"{checkpoint}: field 'kind' = {state.get('kind')!r}: not an ssmd checkpoint"
-        )
+    weights = network_weights(state, which, checkpoint)
     # feature-noise layers (noisy residual blocks, DropBlock) are identity at inference
     model.load_state_dict(strip_feature_perturbations(weights))
     model.eval()
