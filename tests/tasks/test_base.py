@@ -81,3 +81,12 @@ def test_finished_stages_are_read_back_not_run_again(tmp_path: Path) -> None:
 def test_stage_names_must_be_unique(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="stage names repeat"):
         run_stages([Counting("a"), Counting("a")], {"output_dir": str(tmp_path)})
+
+
+def test_each_task_names_its_method_registry() -> None:
+    from ssmd.methods.classification.base import CLASSIFICATION_METHODS
+
+    assert get_task("detection").methods is METHODS
+    assert get_task("classification").methods is CLASSIFICATION_METHODS
+    cls_config = load_config(None, ["task=classification", "method.name=mean_teacher"])
+    assert get_task(cls_config).stages(cls_config) == []  # no classification recipe yet

@@ -168,9 +168,18 @@ class Task(ABC):
         """The side of a pretraining view when ``pretrain.augment.crop_size`` is null."""
         return 128
 
+    @property
+    @abstractmethod
+    def methods(self) -> Registry[Any]:
+        """The registry of this task's training methods (``method.name``)."""
+
     def stages(self, config: dict[str, Any]) -> list[Stage]:
-        """The recipe of ``config``'s method; one stage (plain training) unless it needs more."""
-        return []
+        """The stages of ``config``'s method recipe (:attr:`ssmd.methods.base.Method.recipe`,
+        registered in :data:`RECIPES`); ``[]`` for a one-stage method (or an unknown name,
+        which building the method reports)."""
+        name = str(config["method"]["name"])
+        recipe = getattr(self.methods.get(name), "recipe", None) if name in self.methods else None
+        return RECIPES.get(recipe)(config) if recipe else []
 
 
 TASKS: Registry[Task] = Registry("task")

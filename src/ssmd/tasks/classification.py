@@ -38,9 +38,11 @@ from ssmd.engine.trainer import Trainer
 from ssmd.evaluation.classification import classification_metrics
 from ssmd.methods.base import Method
 from ssmd.methods.classification import ClassBatch, build_classification_method
+from ssmd.methods.classification.base import CLASSIFICATION_METHODS
 from ssmd.models.classifiers import Classifier, build_classifier
 from ssmd.tasks.base import TASKS, Log, Task
 from ssmd.utils.paths import prepare_output_dir
+from ssmd.utils.registry import Registry
 
 __all__ = [
     "ClassBatchStream",
@@ -441,6 +443,10 @@ class ClassificationTask(Task):
     @property
     def defaults(self) -> dict[str, Any]:
         return TASK_DEFAULTS[self.name]
+
+    @property
+    def methods(self) -> Registry[Any]:
+        return CLASSIFICATION_METHODS
 
     def build_data(self, config: dict[str, Any]) -> tuple[ClassificationDataset, Split]:
         return build_classification_data(config)

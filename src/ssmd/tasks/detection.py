@@ -49,8 +49,9 @@ from ssmd.methods import METHODS, Method, build_method
 from ssmd.models.factory import model_from_config
 from ssmd.models.layers.noisy_residual import strip_feature_perturbations
 from ssmd.structures.sample import Sample
-from ssmd.tasks.base import RECIPES, TASKS, Log, Stage, Task, run_stages
+from ssmd.tasks.base import TASKS, Log, Stage, Task, run_stages
 from ssmd.utils.paths import prepare_output_dir
+from ssmd.utils.registry import Registry
 
 __all__ = [
     "DataBundle",
@@ -392,9 +393,7 @@ def run_training(
 
 def detection_stages(config: dict[str, Any]) -> list[Stage]:
     """The stages of ``config``'s method recipe; ``[]`` for a one-stage method."""
-    name = str(config["method"]["name"])
-    recipe = METHODS.get(name).recipe if name in METHODS else None
-    return RECIPES.get(recipe)(config) if recipe else []
+    return TASKS.get("detection").stages(config)
 
 
 def load_model(checkpoint: str | Path, which: str = "student") -> tuple[nn.Module, dict[str, Any]]:
@@ -493,8 +492,9 @@ class DetectionTask(Task):
         method_cfg = dict(config["method"])
         return build_method(method_cfg.pop("name"), model, method_cfg)
 
-    def stages(self, config: dict[str, Any]) -> list[Stage]:
-        return detection_stages(config)
+    @property
+    def methods(self) -> Registry[Any]:
+        return METHODS
 
     def train(
         self, config: dict[str, Any], resume: str | Path | None = None, log: Log = print
