@@ -84,3 +84,33 @@ def test_predict_samples_tiles_only_the_large_images() -> None:
     )
     assert preds[0]["boxes"].tolist() == [[10, 10, 30, 20]]
     assert preds[1]["boxes"].tolist() == [[300, 100, 330, 120]]
+
+
+def test_predictions_do_not_depend_on_the_other_images_of_a_batch() -> None:
+    """Zero padding to a larger neighbour must not reach GroupNorm: images are batched only
+    with images of their own size, so each image gets what it gets alone."""
+    from ssmd.models import build_retinanet
+
+    torch.manual_seed(0)
+    model = build_retinanet(
+        backbone="resnet18",
+        backbone_norm="gn",
+        width_multiplier=0.25,
+        fpn_channels=64,
+        head_convs=1,
+        head_norm="gn",
+        num_classes=1,
+        score_thresh=0.0,
+        detections_per_img=20,
+    )
+    small, large = torch.rand(3, 128, 128), torch.rand(3, 256, 384)
+    samples = [
+        Sample(im, torch.zeros((0, 4)), torch.zeros(0, dtype=torch.int64), image_id=i + 1)
+        for i, im in enumerate([small, large, small.flip(-1)])
+    ]
+    together = predict_samples(model, samples, [0, 1, 2], batch_size=3)
+    alone = [predict_samples(model, samples, [i], batch_size=1)[0] for i in range(3)]
+    assert [p["image_id"] for p in together] == [1, 2, 3]
+    for a, b in zip(together, alone, strict=True):
+        assert torch.allclose(a["scores"], b["scores"], atol=1e-5)
+        assert torch.allclose(a["boxes"], b["boxes"], atol=1e-3)

@@ -47,31 +47,40 @@ def predict_samples(
     """
     was_training = model.training
     model.eval()
-    results: list[dict[str, Any]] = []
     order = list(indices)
-    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    iterator: Any = chunks
+    results: list[dict[str, Any] | None] = [None] * len(order)
+    # Images are batched only with images of the same (padded) size: zero padding to a
+    # larger neighbour would enter GroupNorm's statistics and change the detections, so an
+    # image's predictions would depend on the batch it fell in (measured on DSB with the
+    # native scale policy: test AP 0.216 at batch 4 vs 0.357 one image at a time).
+    pending: dict[tuple[int, ...], list[tuple[int, Sample]]] = {}
+    bar: Any = None
     if progress:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(chunks, desc="predict", unit="batch", dynamic_ncols=True, mininterval=1.0)
-    try:
-        for chunk in iterator:
-            drawn = [samples[i] for i in chunk]
-            if normalize is not None:
-                drawn = [normalize(s) for s in drawn]
-            large = [
-                tile_size > 0 and max(int(s.image.shape[-2]), int(s.image.shape[-1])) > tile_size
-                for s in drawn
-            ]
-            whole = [s for s, big in zip(drawn, large, strict=True) if not big]
-            whole_dets: list[dict[str, Tensor]] = []
-            if whole:
-                batch = collate(whole)
-                outputs = model(batch.images)
-                whole_dets = cast(Any, model).postprocess(outputs, image_sizes=batch.image_sizes)
-            pending = iter(whole_dets)
-            detections = [
+        bar = tqdm(
+            total=len(order), desc="predict", unit="img", dynamic_ncols=True, mininterval=1.0
+        )
+
+    def flush(group: list[tuple[int, Sample]]) -> None:
+        drawn = [s for _, s in group]
+        for (pos, sample), det in zip(group, _detect(drawn), strict=True):
+            boxes = clip_boxes(det["boxes"] / sample.scale, sample.orig_size)
+            results[pos] = {
+                "image_id": sample.image_id,
+                "boxes": boxes,
+                "scores": det["scores"],
+                "labels": det["labels"],
+            }
+        if bar is not None:
+            bar.update(len(group))
+
+    def _detect(drawn: list[Sample]) -> list[dict[str, Tensor]]:
+        if (
+            tile_size > 0
+            and max(int(drawn[0].image.shape[-2]), int(drawn[0].image.shape[-1])) > tile_size
+        ):
+            return [
                 tiled_predict(
                     model,
                     s.image,
@@ -81,20 +90,26 @@ def predict_samples(
                     nms_thresh=float(getattr(model, "nms_thresh", 0.5)),
                     detections_per_img=int(getattr(model, "detections_per_img", 1000)),
                 )
-                if big
-                else next(pending)
-                for s, big in zip(drawn, large, strict=True)
+                for s in drawn
             ]
-            for det, sample in zip(detections, drawn, strict=True):
-                boxes = clip_boxes(det["boxes"] / sample.scale, sample.orig_size)
-                results.append(
-                    {
-                        "image_id": sample.image_id,
-                        "boxes": boxes,
-                        "scores": det["scores"],
-                        "labels": det["labels"],
-                    }
-                )
+        batch = collate(drawn)
+        outputs = model(batch.images)
+        return cast(Any, model).postprocess(outputs, image_sizes=batch.image_sizes)
+
+    try:
+        for pos, index in enumerate(order):
+            sample = samples[index]
+            if normalize is not None:
+                sample = normalize(sample)
+            key = tuple(int(v) for v in sample.image.shape)
+            group = pending.setdefault(key, [])
+            group.append((pos, sample))
+            if len(group) >= batch_size:
+                flush(pending.pop(key))
+        for group in pending.values():
+            flush(group)
     finally:
         model.train(was_training)
-    return results
+        if bar is not None:
+            bar.close()
+    return [r for r in results if r is not None]
