@@ -1,15 +1,17 @@
 """A plain training loop with hooks (detectron2's ``TrainerBase`` in spirit).
 
-The loop draws a labeled batch (and an unlabeled one when the method uses it),
-asks the method for its losses, checks they are finite, steps the optimiser and the
+The loop draws a labeled batch (and an unlabeled one when the method uses it, and one of
+every further named stream a task adds, e.g. ``weak``: passed to
+:meth:`Method.training_step` as the keyword of that name), asks the method for its losses, checks they are finite, steps the optimiser and the
 LR schedule, lets the method update any teacher (:meth:`Method.after_step`), and
 calls every hook's ``after_step``. Evaluation, checkpointing and logging are hooks.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,10 @@ class Trainer:
         hooks: evaluation, checkpointing, logging.
         grad_clip: max global gradient norm (``None`` or ``<= 0`` disables clipping).
         extra_state: JSON-like items stored in every checkpoint (resolved config, split manifest).
+        streams: further named streams (e.g. ``{"weak": ...}``); each step draws one batch of
+            each and passes it to ``training_step`` as the keyword of its name, so a task adds
+            an input without touching the trainer. Checkpoints keep their state as
+            ``<name>_stream``.
     """
 
     def __init__(
@@ -83,11 +89,23 @@ class Trainer:
         hooks: Sequence[HookBase] = (),
         grad_clip: float | None = None,
         extra_state: dict[str, Any] | None = None,
+        streams: Mapping[str, BatchStream] | None = None,
     ) -> None:
         if method.uses_unlabeled and unlabeled is None:
             raise ValueError(
                 f"method {type(method).__name__} needs unlabeled images, but the split has none"
             )
+        streams = dict(streams or {})
+        accepts = inspect.signature(method.training_step).parameters
+        for name in streams:
+            if name in ("labeled", "unlabeled", "step", "max_iters"):
+                raise ValueError(f"stream name {name!r} is reserved")
+            if name not in accepts:
+                raise ValueError(
+                    f"stream {name!r}: {type(method).__name__}.training_step has no parameter "
+                    f"{name!r} to receive it"
+                )
+        self.streams = streams
         self.method = method
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -129,7 +147,8 @@ class Trainer:
             if (self.method.uses_unlabeled and self.unlabeled is not None)
             else None
         )
-        losses = self.method.training_step(labeled, unlabeled, self.step, self.max_iters)
+        extra = {name: next(stream) for name, stream in self.streams.items()}
+        losses = self.method.training_step(labeled, unlabeled, self.step, self.max_iters, **extra)
         if "loss" not in losses:
             raise KeyError(
                 f"{type(self.method).__name__}.training_step returned no 'loss' (keys: {sorted(losses)})"
@@ -169,6 +188,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "labeled_stream": self.labeled.state_dict(),
             "unlabeled_stream": self.unlabeled.state_dict() if self.unlabeled is not None else None,
+            **{f"{name}_stream": stream.state_dict() for name, stream in self.streams.items()},
             "rng": capture_rng_state(),
             "hooks": [{"hook": type(h).__name__, "state": h.state_dict()} for h in self.hooks],
             **self.extra_state,
@@ -193,6 +213,10 @@ class Trainer:
         self.labeled.load_state_dict(state["labeled_stream"])
         if self.unlabeled is not None and state.get("unlabeled_stream") is not None:
             self.unlabeled.load_state_dict(state["unlabeled_stream"])
+        for name, stream in self.streams.items():
+            if f"{name}_stream" not in state:
+                raise ValueError(f"{path}: field '{name}_stream' missing: no state of that stream")
+            stream.load_state_dict(state[f"{name}_stream"])
         restore_rng_state(state["rng"])
         for hook, hook_state in zip(self.hooks, _hook_states(self.hooks, state), strict=True):
             hook.load_state_dict(hook_state)
