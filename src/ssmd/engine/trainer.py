@@ -74,7 +74,8 @@ class Trainer:
         extra_state: JSON-like items stored in every checkpoint (resolved config, split manifest).
         streams: further named streams (e.g. ``{"weak": ...}``); each step draws one batch of
             each and passes it to ``training_step`` as the keyword of its name, so a task adds
-            an input without touching the trainer. Checkpoints keep their state as
+            an input without touching the trainer (the method declares it as an optional
+            parameter, e.g. ``weak: Batch | None = None``, keeping the base signature). Checkpoints keep their state as
             ``<name>_stream``.
     """
 
