@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssmd.methods.base import METHODS, build_method
-from ssmd.methods.csd import CSD, csd_consistency
+from ssmd.methods.csd import CSD, background_mask, csd_consistency
 from ssmd.models import build_retinanet
 from ssmd.models.detectors.retinanet import DenseOutputs
 from ssmd.structures.sample import Batch, Sample, collate
@@ -142,3 +142,56 @@ def test_options_are_validated() -> None:
     method = CSD(_tiny())
     with pytest.raises(ValueError, match="multiple of the largest stride"):
         method.consistency(torch.zeros(1, 3, 128, 96))
+
+
+def test_background_mask_is_the_reference_rule_on_the_unflipped_branch_only() -> None:
+    # K = 2; four anchors of the un-flipped branch (probabilities from log-probabilities):
+    # 0: (0.2, 0.5, 0.3) max fg 0.5 > 0.2 kept; 1: (0.4, 0.3, 0.3) fg mass 0.6 but max fg
+    # 0.3 < 0.4: eliminated; 2: (0.6, 0.1, 0.3) eliminated; 3: (0.1, 0.1, 0.8) kept
+    pa = torch.tensor([[0.2, 0.5, 0.3], [0.4, 0.3, 0.3], [0.6, 0.1, 0.3], [0.1, 0.1, 0.8]])
+    # the flipped branch says the opposite (foreground at 1 and 2, background at 0 and 3)
+    pb = torch.tensor([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.9, 0.05, 0.05]])
+
+    def outputs(p: Tensor, deltas: Tensor) -> DenseOutputs:
+        # (A=1, K+1, H=1, W=4): anchor j at column j
+        return DenseOutputs(
+            [p.log().T.reshape(1, 1, 3, 1, 4)], [deltas.view(1, 1, 4, 1, 4)], (8, 32)
+        )
+
+    da = torch.zeros(4, 4)
+    db = torch.zeros(4, 4)
+    db[:, 0] = torch.tensor([1.0, 3.0, 3.0, 2.0])  # dx differs by 1, 3, 3, 2 (column j)
+    a, b = outputs(pa, da), outputs(pb, db.T.contiguous())
+    assert background_mask(a).tolist() == [[True, False, False, True]]
+    assert background_mask(b).tolist() == [[False, True, True, False]]  # not used by CSD
+
+    def sym_kl(p: Tensor, q: Tensor) -> float:
+        return float(((p - q) * (p.log() - q.log())).sum())
+
+    # kept anchors 0 and 3: class KL_a + KL_b, location mean of squares over 4 deltas
+    expected = (sym_kl(pa[0], pb[0]) + 1.0 / 4 + sym_kl(pa[3], pb[3]) + 4.0 / 4) / 2
+    got = csd_consistency(a, b, "kl", background_elimination=True)
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+    # no kept anchor: cost exactly 0
+    none = outputs(torch.tensor([[0.9, 0.05, 0.05]]).expand(4, 3).contiguous(), da)
+    assert csd_consistency(none, b, background_elimination=True).item() == 0.0
+
+
+def test_training_step_logs_the_fraction_of_anchors_kept() -> None:
+    torch.manual_seed(0)
+    labeled, unlabeled = _batch(True), _batch(False, seed=1)
+    plain = CSD(_tiny(), ramp="none")
+    out = plain.training_step(labeled, unlabeled, step=0, max_iters=10)
+    assert out["cons_kept_labeled"].item() == 1.0 and out["cons_kept_unlabeled"].item() == 1.0
+    method = CSD(_tiny(), ramp="none", background_elimination=True)
+    with torch.no_grad():  # no background prior and spread logits: a mixed share kept
+        method.model.head.cls_logits.bias.zero_()
+        method.model.head.cls_logits.weight.mul_(30.0)
+    losses = method.training_step(labeled, unlabeled, step=0, max_iters=10)
+    expected = background_mask(method.model(unlabeled.images)).float().mean().item()
+    assert 0.05 < expected < 0.95
+    assert losses["cons_kept_unlabeled"].item() == pytest.approx(expected)
+    assert 0.0 <= losses["cons_kept_labeled"].item() <= 1.0
+    assert not losses["cons_kept_unlabeled"].requires_grad
+    rest = losses["loss_cls"] + losses["loss_box"] + losses["loss_cons"]
+    assert losses["loss"].item() == pytest.approx(rest.item(), rel=1e-6)  # not in the loss
