@@ -3,6 +3,8 @@ loss being non-zero and reaching the network, options and registration."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -180,3 +182,113 @@ def test_the_method_mixes_targets_exactly_as_it_mixes_images() -> None:
     assert torch.equal(t_a, box_t)
     assert torch.equal(t_b[0], box_t[1]) and torch.allclose(w_a[:, 0] + w_b[:, 0], torch.ones(4))
     assert torch.allclose(w_a[:, 0], lam)
+
+
+def test_focal_labeled_loss_weights_by_hand() -> None:
+    # one positive anchor with p = 0.8 and one negative with p = 0.3 (softmax, K = 1)
+    from ssmd.losses.detection import dense_detection_loss
+    from ssmd.losses.focalmix import soft_focal_detection_loss
+
+    logits = torch.tensor([[[0.0, torch.log(torch.tensor(4.0))], [0.0, -0.8472978603872037]]])
+    labels = torch.tensor([[1, 0]])
+    box_t, box_p = torch.zeros(1, 2, 4), torch.zeros(1, 2, 4)
+    method = FocalMix(_tiny(), labeled_loss="focal")
+    a0, a1, g = method.labeled_weights()
+    assert (a0, a1, g) == pytest.approx((0.75, 0.25, 2.0))
+    assert FocalMix(_tiny()).labeled_weights() == pytest.approx((0.05, 0.95, 2.0))
+    y = torch.tensor([[[1.0], [0.0]]])
+    got = soft_focal_detection_loss(
+        logits, box_p, y, torch.ones(1, 2), [(box_t, y[..., 0])], alpha0=a0, alpha1=a1, gamma=g
+    )
+    hand = 0.25 * 0.2**2 * -math.log(0.8) + 0.75 * 0.3**2 * -math.log(0.7)  # / 1 positive
+    assert got["loss_cls"].item() == pytest.approx(hand, rel=1e-4)
+    ref = dense_detection_loss(logits, box_p, labels, box_t)  # the detector's focal loss
+    assert got["loss_cls"].item() == pytest.approx(ref["loss_cls"].item(), rel=1e-5)
+
+
+def test_focal_labeled_loss_equals_the_detectors_loss_on_the_same_anchors() -> None:
+    torch.manual_seed(0)
+    labeled, unlabeled = _batch(True), _batch(False, seed=1)
+    method = FocalMix(_tiny(), image_mixup=False, object_mixup=False, labeled_loss="focal")
+    losses = method.training_step(labeled, unlabeled, step=0, max_iters=10)
+    ref = method.model.loss(method.model(labeled.images), labeled.targets())
+    assert losses["loss_cls"].item() == pytest.approx(ref["loss_cls"].item(), rel=1e-4)
+    assert losses["loss_box"].item() == pytest.approx(ref["loss_box"].item(), rel=1e-4)
+    torch.manual_seed(0)
+    sfl = FocalMix(_tiny(), image_mixup=False, object_mixup=False)
+    sfl.load_state_dict(method.state_dict())
+    default = sfl.training_step(labeled, unlabeled, step=0, max_iters=10)
+    assert default["loss_cls"].item() != pytest.approx(ref["loss_cls"].item(), rel=0.05)
+    # the unlabeled part keeps the SFL: identical in both
+    assert losses["loss_unsup"].item() == pytest.approx(default["loss_unsup"].item(), rel=1e-5)
+    with pytest.raises(ValueError, match="labeled_loss"):
+        FocalMix(_tiny(), labeled_loss="ce")
+
+
+def test_ema_teacher_moves_only_by_ema_and_gets_no_gradients() -> None:
+    torch.manual_seed(0)
+    method = build_method("focalmix", _tiny(), {"teacher": "ema", "ema_decay": 0.9, "ramp": "none"})
+    assert isinstance(method, FocalMix) and method.teacher is not None
+    assert method.inference_model("teacher") is method.teacher
+    assert method.inference_model() is method.model
+    with pytest.raises(ValueError, match="teacher"):
+        FocalMix(_tiny()).inference_model("teacher")
+    teacher0 = {k: v.clone() for k, v in method.teacher.state_dict().items()}
+    opt = torch.optim.SGD(method.trainable_parameters(), lr=0.1)
+    assert all(not p.requires_grad for p in method.teacher.parameters())
+    assert not any(
+        p is q for p in method.trainable_parameters() for q in method.teacher.parameters()
+    )
+    method.train()
+    assert not method.teacher.training
+    losses = method.training_step(_batch(True), _batch(False, seed=1), step=0, max_iters=10)
+    losses["loss"].backward()
+    assert all(p.grad is None for p in method.teacher.parameters())
+    opt.step()
+    for k, v in method.teacher.state_dict().items():  # the step itself leaves the teacher alone
+        assert torch.equal(v, teacher0[k]), k
+    method.after_step(0)
+    student = method.model.state_dict()
+    moved = 0
+    for k, v in method.teacher.state_dict().items():
+        if v.is_floating_point():
+            assert torch.allclose(v, 0.9 * teacher0[k] + 0.1 * student[k], atol=1e-6), k
+            moved += int(not torch.equal(v, teacher0[k]))
+    assert moved > 0
+    # in the method's state_dict: an exact resume restores the teacher
+    state = method.state_dict()
+    assert any(k.startswith("teacher.") for k in state)
+    fresh = FocalMix(_tiny(), teacher="ema", ema_decay=0.9)
+    fresh.load_state_dict(state)
+    assert fresh.teacher is not None
+    for k, v in fresh.teacher.state_dict().items():
+        assert torch.equal(v, method.teacher.state_dict()[k]), k
+    with pytest.raises(ValueError, match="ema_decay"):
+        FocalMix(_tiny(), teacher="ema", ema_decay=1.5)
+    with pytest.raises(ValueError, match=r"method\.teacher"):
+        FocalMix(_tiny(), teacher="mean")
+
+
+def test_targets_come_from_the_teacher_when_teacher_is_ema() -> None:
+    from ssmd.losses.focalmix import sharpen
+
+    torch.manual_seed(0)
+    method = FocalMix(_tiny(), teacher="ema", num_augmentations=1)
+    assert method.teacher is not None
+    with torch.no_grad():  # a teacher that differs from the student
+        for p in method.teacher.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x = _batch(False, seed=2).images
+    y, d, _ = method.predict_targets(x)
+    with torch.no_grad():
+        t_out = method.teacher(x)
+        s_out = method.model.eval()(x)
+    method.model.train()
+    q_t = sharpen(t_out.flat_cls_logits().softmax(-1), 0.7)[..., 1:]
+    q_s = sharpen(s_out.flat_cls_logits().softmax(-1), 0.7)[..., 1:]
+    assert torch.allclose(y, q_t, atol=1e-6) and torch.allclose(
+        d, t_out.flat_box_deltas(), atol=1e-6
+    )
+    assert not torch.allclose(y, q_s, atol=1e-4)
+    plain = FocalMix(method.model, num_augmentations=1)  # teacher = student: the student's
+    assert torch.allclose(plain.predict_targets(x)[0], q_s, atol=1e-6)

@@ -39,6 +39,28 @@ Choices where the sources are silent:
 * **Box terms after MixUp**: deltas of two different objects have no meaningful average, so
   the box loss of a mixed image is the mix of the two images' box losses
   (``lambda' L(t_a) + (1 - lambda') L(t_b)``), each weighted by its foreground weight.
+
+Options that are not FocalMix (issue 18; the paper's settings stay the defaults):
+
+* ``labeled_loss = "focal"``: the labeled part (the first ``B`` mixed images) is scored with
+  the supervised baseline's focal weighting instead of the SFL's ``a0 = 0.05, a1 = 0.95``:
+  the soft-target loss with ``a0 = 1 - alpha, a1 = alpha, gamma`` of the detector's own focal
+  loss (``model.focal_alpha`` 0.25, ``model.focal_gamma`` 2). On hard targets (an un-mixed
+  labeled image) this *is* the detector's loss — ``SFL`` with these weights equals the
+  sigmoid focal loss term by term, and for a softmax detector with ``K = 1`` (``p = p[1]``,
+  ``1 - p = p[0]``) the softmax focal loss; both normalise by the number of foreground
+  anchors. The SFL's weights put ``0.95 / 0.05 = 19`` times more weight on positives than on
+  negatives, the baseline ``0.25 / 0.75 = 1/3``: 57 times less. Unlabeled (and their mixed)
+  anchors keep the SFL. For a softmax detector with ``K > 1`` the per-class binary form
+  differs from the softmax focal loss (sensible generalisation to soft targets; not used on
+  DSB).
+* ``teacher = "ema"``: the ``K``-augmentation targets (and the confident unlabeled objects of
+  object MixUp) come from an EMA copy of the student, ``teacher <- ema_decay * teacher +
+  (1 - ema_decay) * student`` after every optimiser step (:class:`~ssmd.models.ema.ModelEma`,
+  float buffers averaged, no warm-up; the teacher starts as a copy of the student, always in
+  ``eval()`` mode, never has gradients, is saved in the method's ``state_dict`` and is
+  ``inference_model("teacher")``). The student still predicts the mixed batch and is the
+  default network for evaluation.
 """
 
 from __future__ import annotations
@@ -59,12 +81,19 @@ from ssmd.losses.focalmix import (
 from ssmd.methods.base import METHODS, Method
 from ssmd.methods.schedules import RAMPS, consistency_weight
 from ssmd.models.detectors.retinanet import DenseOutputs, RetinaNet
+from ssmd.models.ema import ModelEma, create_teacher
 from ssmd.structures.sample import Batch
 
 __all__ = ["AUGMENTATIONS", "FocalMix", "mix_images_and_targets", "object_mixup", "undo_flip"]
 
 AUGMENTATIONS: tuple[str, ...] = ("none", "hflip", "vflip", "hvflip")
 """The ``K`` augmentations of target prediction, in the order they are used."""
+
+LABELED_LOSSES: tuple[str, ...] = ("sfl", "focal")
+"""``labeled_loss`` options (module docstring)."""
+
+TEACHERS: tuple[str, ...] = ("student", "ema")
+"""``teacher`` options: the network that predicts the unlabeled targets (module docstring)."""
 
 
 def _flip_images(images: Tensor, aug: str) -> Tensor:
@@ -197,6 +226,10 @@ class FocalMix(Method):
         unlabeled_box: ``"soft"`` or ``"none"`` (module docstring).
         unlabeled_weight: ``lambda_u`` maximum.
         ramp: ``"eq10"`` or ``"none"`` (:mod:`ssmd.methods.schedules`).
+        labeled_loss: ``"sfl"`` (FocalMix) or ``"focal"`` (the detector's focal weighting on
+            the labeled part; module docstring).
+        teacher: ``"student"`` (FocalMix) or ``"ema"`` (targets from an EMA teacher).
+        ema_decay: EMA rate of the ``"ema"`` teacher.
     """
 
     uses_unlabeled: ClassVar[bool] = True
@@ -215,6 +248,9 @@ class FocalMix(Method):
         "unlabeled_box": "soft",
         "unlabeled_weight": 1.0,
         "ramp": "eq10",
+        "labeled_loss": "sfl",
+        "teacher": "student",
+        "ema_decay": 0.99,
     }
 
     def __init__(
@@ -233,6 +269,9 @@ class FocalMix(Method):
         unlabeled_box: str = "soft",
         unlabeled_weight: float = 1.0,
         ramp: str = "eq10",
+        labeled_loss: str = "sfl",
+        teacher: str = "student",
+        ema_decay: float = 0.99,
     ) -> None:
         super().__init__(model)
         if not 1 <= int(num_augmentations) <= len(AUGMENTATIONS):
@@ -247,6 +286,19 @@ class FocalMix(Method):
             raise ValueError(f"method.ramp = {ramp!r}: expected one of {RAMPS}")
         if float(unlabeled_weight) < 0:
             raise ValueError(f"method.unlabeled_weight = {unlabeled_weight!r}: expected >= 0")
+        if labeled_loss not in LABELED_LOSSES:
+            raise ValueError(
+                f"method.labeled_loss = {labeled_loss!r}: expected one of {LABELED_LOSSES}"
+            )
+        if labeled_loss == "focal" and getattr(model, "cls_loss", "focal") != "focal":
+            raise ValueError(
+                f"method.labeled_loss = 'focal' copies the detector's focal loss, but "
+                f"model.cls_loss = {getattr(model, 'cls_loss', None)!r} (set model.cls_loss=focal)"
+            )
+        if teacher not in TEACHERS:
+            raise ValueError(f"method.teacher = {teacher!r}: expected one of {TEACHERS}")
+        if not 0.0 <= float(ema_decay) <= 1.0:
+            raise ValueError(f"method.ema_decay = {ema_decay!r}: expected a number in [0, 1]")
         self.alpha0, self.alpha1, self.gamma = float(alpha0), float(alpha1), float(gamma)
         self.temperature = float(temperature)
         self.augmentations = AUGMENTATIONS[: int(num_augmentations)]
@@ -258,6 +310,47 @@ class FocalMix(Method):
         self.unlabeled_box = unlabeled_box
         self.unlabeled_weight = float(unlabeled_weight)
         self.ramp = ramp
+        self.labeled_loss = labeled_loss
+        self.teacher_kind = teacher
+        self.ema_decay = float(ema_decay)
+        self.teacher: nn.Module | None = None
+        self.ema: ModelEma | None = None
+        if teacher == "ema":
+            self.teacher = create_teacher(model, init="copy")  # eval(), requires_grad False
+            self.ema = ModelEma(self.ema_decay, buffers="ema", warmup=False)
+
+    def train(self, mode: bool = True) -> FocalMix:
+        """Set the student's mode; an EMA teacher always stays in eval mode."""
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    def inference_model(self, which: str = "student") -> nn.Module:
+        """``"student"`` (default), or ``"teacher"`` when ``teacher = "ema"``."""
+        if which == "teacher" and self.teacher is not None:
+            return self.teacher
+        return super().inference_model(which)
+
+    @torch.no_grad()
+    def after_step(self, step: int) -> None:
+        """EMA of the student into the teacher (the only way the teacher moves)."""
+        if self.teacher is not None and self.ema is not None:
+            self.ema.update(self.teacher, self.model, step)
+
+    def labeled_weights(self) -> tuple[float, float, float]:
+        """``(alpha0, alpha1, gamma)`` of the labeled part's soft-target focal loss.
+
+        ``"sfl"``: FocalMix's own; ``"focal"``: ``(1 - alpha, alpha, gamma)`` of the
+        detector's focal loss (``alpha < 0``, no weighting: ``(1, 1, gamma)``).
+        """
+        if self.labeled_loss == "sfl":
+            return self.alpha0, self.alpha1, self.gamma
+        alpha = float(getattr(self.model, "focal_alpha", 0.25))
+        gamma = float(getattr(self.model, "focal_gamma", 2.0))
+        if alpha < 0:
+            return 1.0, 1.0, gamma
+        return 1.0 - alpha, alpha, gamma
 
     @property
     def _detector(self) -> RetinaNet:
@@ -267,17 +360,20 @@ class FocalMix(Method):
     def predict_targets(self, images: Tensor) -> tuple[Tensor, Tensor, DenseOutputs]:
         """Sharpened soft class targets and averaged deltas of unlabeled ``images`` (step 1).
 
+        The predictions come from the student (``teacher = "student"``) or the EMA teacher.
+
         Returns:
             ``(targets Tensor[B, N, K], deltas Tensor[B, N, 4], outputs)``; ``outputs`` are
             the un-augmented predictions (for object MixUp and as the anchor template).
         """
-        was_training = self.model.training
-        self.model.eval()
+        net = self.model if self.teacher is None else self.teacher
+        was_training = net.training
+        net.eval()
         try:
             probs, deltas = None, None
             first: DenseOutputs | None = None
             for aug in self.augmentations:
-                out = undo_flip(self.model(_flip_images(images, aug)), aug)
+                out = undo_flip(net(_flip_images(images, aug)), aug)
                 if first is None:
                     first = out
                 p = out.flat_cls_logits().softmax(-1)  # (B, N, K+1)
@@ -285,7 +381,7 @@ class FocalMix(Method):
                 probs = p if probs is None else probs + p
                 deltas = d if deltas is None else deltas + d
         finally:
-            self.model.train(was_training)
+            net.train(was_training)
         assert probs is not None and deltas is not None and first is not None  # K >= 1
         k = float(len(self.augmentations))
         q = sharpen(probs / k, self.temperature)  # (B, N, K+1), Eq. (3)-(4)
@@ -297,7 +393,8 @@ class FocalMix(Method):
         """Steps 1-4 of the module docstring.
 
         Returns:
-            ``loss_cls``, ``loss_box`` (labeled part), ``loss_unsup`` (unlabeled part,
+            ``loss_cls``, ``loss_box`` (labeled part, SFL or the detector's focal weighting),
+            ``loss_unsup`` (unlabeled part,
             un-weighted), ``unsup_weight`` and ``loss``.
         """
         if getattr(self.model, "activation", "softmax") != "softmax":
@@ -359,7 +456,8 @@ class FocalMix(Method):
         out = self.model(images)
         cls_flat, deltas_flat = out.flat_cls_logits(), out.flat_box_deltas()  # (2B, N, .)
 
-        def part(sl: slice) -> dict[str, Tensor]:
+        def part(sl: slice, weights: tuple[float, float, float]) -> dict[str, Tensor]:
+            alpha0, alpha1, gamma = weights
             return soft_focal_detection_loss(
                 cls_flat[sl],
                 deltas_flat[sl],
@@ -367,17 +465,17 @@ class FocalMix(Method):
                 valid[sl],
                 [(t[sl], wt[sl]) for t, wt in box_terms],
                 activation="softmax",
-                alpha0=self.alpha0,
-                alpha1=self.alpha1,
-                gamma=self.gamma,
+                alpha0=alpha0,
+                alpha1=alpha1,
+                gamma=gamma,
                 beta=float(getattr(self.model, "smooth_l1_beta", 1.0 / 9.0)),
             )
 
-        losses = part(slice(0, b_l))
+        losses = part(slice(0, b_l), self.labeled_weights())
         zero = cls_flat.new_zeros(())
         unsup = zero
         if n > b_l:
-            u = part(slice(b_l, n))
+            u = part(slice(b_l, n), (self.alpha0, self.alpha1, self.gamma))
             unsup = u["loss_cls"] + u["loss_box"]
         losses["loss_unsup"] = unsup
         losses["unsup_weight"] = torch.tensor(lam_u, dtype=zero.dtype, device=zero.device)
