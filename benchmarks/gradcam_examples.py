@@ -3,7 +3,7 @@
     python benchmarks/gradcam_examples.py --checkpoint RUN/best.pt --n 8 --out DIR [--one-per-class]
 
 Each PNG is ``<image id>_<true>_as_<predicted>.png``: the image and its Grad-CAM heatmap of the
-predicted class side by side (``ssmd.engine.gradcam``).
+predicted class side by side (``ssmd.models.gradcam``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import argparse
 
 import torch
 
-from ssmd.engine.gradcam import write_gradcam_overlays
+from ssmd.models.gradcam import write_gradcam_overlays
 from ssmd.tasks.classification import Normalizer, build_classification_data, load_classifier
 
 

@@ -23,7 +23,7 @@ import yaml
 from torchvision.ops import box_iou
 
 from ssmd.data.splits import Split
-from ssmd.engine.predict import predict_samples
+from ssmd.models.predict import predict_samples
 from ssmd.tasks.detection import build_data, load_model, normalize_transform
 
 

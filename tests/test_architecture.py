@@ -43,9 +43,16 @@ KNOWN_UPWARD = {
     ("ssmd.methods.ssmd", "ssmd.engine.checkpoint"),
 }
 
-# Modules of engine/ that only re-export the task code that moved to ssmd.tasks (deprecated;
-# kept so that existing imports keep working). They may import ssmd.tasks and ssmd.engine only.
-ENGINE_SHIMS = {"ssmd.engine.build", "ssmd.engine.classification", "ssmd.engine.pseudo_label"}
+# Modules of engine/ that only re-export code that moved out of it (deprecated; kept so that
+# existing imports keep working): they define nothing (test_engine_shims_hold_no_definitions).
+ENGINE_SHIMS = {
+    "ssmd.engine.build",  # -> ssmd.tasks.detection, ssmd.engine.optim
+    "ssmd.engine.classification",  # -> ssmd.tasks.classification
+    "ssmd.engine.gradcam",  # -> ssmd.models.gradcam
+    "ssmd.engine.predict",  # -> ssmd.models.predict
+    "ssmd.engine.pseudo_label",  # -> ssmd.tasks.pseudo_label
+    "ssmd.engine.visualize",  # -> ssmd.evaluation.visualize
+}
 
 
 def _modules() -> dict[str, Path]:
@@ -154,7 +161,6 @@ def test_engine_holds_no_task_code() -> None:
         if not name.startswith("ssmd.engine"):
             continue
         if name in ENGINE_SHIMS:
-            assert all(d.startswith(("ssmd.tasks", "ssmd.engine")) for d in deps), (name, deps)
             continue
         bad = {d for d in deps if d.startswith(("ssmd.tasks", "ssmd.cli"))}
         assert bad <= {d for s, d in KNOWN_UPWARD if s == name}, (name, bad)

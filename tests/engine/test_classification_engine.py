@@ -14,7 +14,7 @@ from PIL import Image
 from ssmd.cli.main import main
 from ssmd.config import load_config
 from ssmd.engine.checkpoint import load_checkpoint
-from ssmd.engine.gradcam import grad_cam, write_gradcam_overlays
+from ssmd.models.gradcam import grad_cam, write_gradcam_overlays
 from ssmd.tasks.classification import load_classifier, run_classification_training
 
 TINY = [

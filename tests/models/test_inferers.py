@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from ssmd.engine.predict import predict_samples
 from ssmd.models.inferers import tile_starts, tiled_predict
+from ssmd.models.predict import predict_samples
 from ssmd.structures.sample import Sample
 
 

@@ -50,7 +50,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """``ssmd predict`` with a classification checkpoint: probabilities CSV (+ Grad-CAM PNGs)."""
     import torch
 
-    from ssmd.engine.gradcam import write_gradcam_overlays
+    from ssmd.models.gradcam import write_gradcam_overlays
     from ssmd.tasks.classification import Normalizer, load_classifier, predict_probabilities
 
     model, state = load_classifier(args.checkpoint, which=args.model)

@@ -80,8 +80,8 @@ def run_demo(
     output_dir: Path, max_iters: int | None = None, quick: bool = False
 ) -> list[dict[str, Any]]:
     """Run every demo run, print the table, write overlays, the FROC plot and ``demo_results.json``."""
-    from ssmd.engine.visualize import draw_overlay
     from ssmd.evaluation import froc_from_coco, plot_froc
+    from ssmd.evaluation.visualize import draw_overlay
     from ssmd.structures.boxes import xywh_to_xyxy
     from ssmd.tasks.detection import build_data
 

@@ -438,7 +438,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _write_overlays(dataset: Any, preds: list[dict[str, Any]], folder: Path, score: float) -> None:
-    from ssmd.engine.visualize import draw_overlay
+    from ssmd.evaluation.visualize import draw_overlay
 
     for i, pred in enumerate(preds):
         record = dataset.records[i]

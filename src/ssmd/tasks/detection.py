@@ -41,13 +41,13 @@ from ssmd.engine.checkpoint import CheckpointError, load_checkpoint, network_wei
 from ssmd.engine.hooks import standard_hooks
 from ssmd.engine.loader import BatchStream, PreparedSamples
 from ssmd.engine.optim import build_optimizer, build_scheduler, seed_everything
-from ssmd.engine.predict import predict_samples
 from ssmd.engine.resume import resume_trainer
 from ssmd.engine.trainer import Trainer
 from ssmd.evaluation import coco_ap, froc_from_coco, predictions_to_coco_results
 from ssmd.methods import METHODS, Method, build_method
 from ssmd.models.factory import model_from_config
 from ssmd.models.layers.noisy_residual import strip_feature_perturbations
+from ssmd.models.predict import predict_samples
 from ssmd.structures.sample import Sample
 from ssmd.tasks.base import TASKS, Log, Stage, Task, run_stages
 from ssmd.utils.paths import prepare_output_dir

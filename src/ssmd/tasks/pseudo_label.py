@@ -44,7 +44,7 @@ from torch import Tensor
 
 from ssmd.data.io import atomic_write_json
 from ssmd.engine.loader import PreparedSamples
-from ssmd.engine.predict import predict_samples
+from ssmd.models.predict import predict_samples
 from ssmd.structures.boxes import clip_boxes
 from ssmd.structures.sample import Sample
 from ssmd.tasks.base import RECIPES, Log, Stage, run_stages
