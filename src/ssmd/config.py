@@ -24,6 +24,7 @@ import yaml
 __all__ = [
     "CLASSIFICATION_DEFAULTS",
     "DEFAULTS",
+    "OPEN_SECTIONS",
     "TASK_DEFAULTS",
     "ConfigError",
     "apply_overrides",
@@ -234,6 +235,15 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
 config needs no model code)."""
 
 
+OPEN_SECTIONS: dict[str, tuple[str, ...]] = {
+    "detection": ("method", "model"),
+    "classification": ("method",),
+}
+"""Sections of each task's config that take keys beyond its defaults: every method declares
+its own parameters, and a detector (``model.name``) its own model keys, checked when the
+model is built. A classifier's model section is closed, so a typo fails at load."""
+
+
 def task_defaults(task: Any) -> dict[str, Any]:
     """The default table of ``task``.
 
@@ -246,23 +256,30 @@ def task_defaults(task: Any) -> dict[str, Any]:
 
 
 def deep_merge(
-    base: dict[str, Any], update: dict[str, Any], *, strict: bool, where: str = "", source: str = ""
+    base: dict[str, Any],
+    update: dict[str, Any],
+    *,
+    strict: bool,
+    where: str = "",
+    source: str = "",
+    open_sections: tuple[str, ...] = ("method", "model"),
 ) -> dict[str, Any]:
     """Merge ``update`` into a copy of ``base``.
 
     Args:
         base: the defaults.
         update: values that win.
-        strict: raise on keys absent from ``base`` (typos); the open ``method``
-            section is merged non-strictly.
+        strict: raise on keys absent from ``base`` (typos); the ``open_sections`` are
+            merged non-strictly.
         where: dotted prefix for messages.
         source: file name for messages.
+        open_sections: top-level sections that accept new keys (:data:`OPEN_SECTIONS`).
     """
     out = copy.deepcopy(base)
     for key, value in update.items():
         dotted = f"{where}{key}"
         if key not in out:
-            if strict and not dotted.startswith(("method.", "model.")):
+            if strict and not dotted.startswith(tuple(f"{o}." for o in open_sections)):
                 known = ", ".join(sorted(f"{where}{k}" for k in base))
                 prefix = f"{source}: " if source else ""
                 raise ConfigError(
@@ -270,7 +287,14 @@ def deep_merge(
                 )
             out[key] = copy.deepcopy(value)
         elif isinstance(out[key], dict) and isinstance(value, dict):
-            out[key] = deep_merge(out[key], value, strict=strict, where=dotted + ".", source=source)
+            out[key] = deep_merge(
+                out[key],
+                value,
+                strict=strict,
+                where=dotted + ".",
+                source=source,
+                open_sections=open_sections,
+            )
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -293,8 +317,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``key=value`` overrides; every key must already exist (except under ``method.``)."""
+def apply_overrides(
+    config: dict[str, Any],
+    overrides: list[str],
+    open_sections: tuple[str, ...] = ("method", "model"),
+) -> dict[str, Any]:
+    """Apply ``key=value`` overrides; every key must already exist (except in ``open_sections``)."""
     out = copy.deepcopy(config)
     for text in overrides:
         parts, value = parse_override(text)
@@ -309,7 +337,7 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
                 )
             node = child
         leaf = parts[-1]
-        if leaf not in node and parts[0] not in ("method", "model"):
+        if leaf not in node and parts[0] not in open_sections:
             known = ", ".join(sorted(node))
             raise ConfigError(
                 f"override {text!r}: unknown key {'.'.join(parts)!r}; known keys here: {known}"
@@ -349,10 +377,13 @@ def load_config(
         if parts == ["task"]:
             task = value
     config = copy.deepcopy(task_defaults(task))
+    open_sections = OPEN_SECTIONS[task]
     if loaded is not None:
-        config = deep_merge(config, loaded, strict=True, source=str(path))
+        config = deep_merge(
+            config, loaded, strict=True, source=str(path), open_sections=open_sections
+        )
     if overrides:
-        config = apply_overrides(config, overrides)
+        config = apply_overrides(config, overrides, open_sections)
     origin: dict[str, str] = {}
     if loaded is not None:
         origin.update(dict.fromkeys(flatten_config(loaded), str(path)))
