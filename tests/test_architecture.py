@@ -13,8 +13,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Top-level parts of ssmd from the bottom up: a module may import its own part and the parts
@@ -41,17 +39,6 @@ KNOWN_UPWARD = {
     ("ssmd.models.backbones.weights", "ssmd.engine.checkpoint"),
     ("ssmd.methods.online_teacher", "ssmd.engine.checkpoint"),
     ("ssmd.methods.ssmd", "ssmd.engine.checkpoint"),
-}
-
-# Modules of engine/ that only re-export code that moved out of it (deprecated; kept so that
-# existing imports keep working): they define nothing (test_engine_shims_hold_no_definitions).
-ENGINE_SHIMS = {
-    "ssmd.engine.build",  # -> ssmd.tasks.detection, ssmd.engine.optim
-    "ssmd.engine.classification",  # -> ssmd.tasks.classification
-    "ssmd.engine.gradcam",  # -> ssmd.models.gradcam
-    "ssmd.engine.predict",  # -> ssmd.models.predict
-    "ssmd.engine.pseudo_label",  # -> ssmd.tasks.pseudo_label
-    "ssmd.engine.visualize",  # -> ssmd.evaluation.visualize
 }
 
 
@@ -147,10 +134,7 @@ def test_no_import_circle_in_src() -> None:
 
 def test_no_import_goes_up_a_layer() -> None:
     upward = {
-        (src, dst)
-        for src, deps in _graph().items()
-        for dst in deps
-        if src not in ENGINE_SHIMS and _layer(dst) > _layer(src)
+        (src, dst) for src, deps in _graph().items() for dst in deps if _layer(dst) > _layer(src)
     }
     assert upward - KNOWN_UPWARD == set()
 
@@ -160,17 +144,5 @@ def test_engine_holds_no_task_code() -> None:
     for name, deps in graph.items():
         if not name.startswith("ssmd.engine"):
             continue
-        if name in ENGINE_SHIMS:
-            continue
         bad = {d for d in deps if d.startswith(("ssmd.tasks", "ssmd.cli"))}
         assert bad <= {d for s, d in KNOWN_UPWARD if s == name}, (name, bad)
-
-
-@pytest.mark.parametrize("shim", sorted(ENGINE_SHIMS))
-def test_engine_shims_hold_no_definitions(shim: str) -> None:
-    path = _modules().get(shim)
-    if path is None:
-        pytest.skip(f"{shim} is gone")
-    tree = ast.parse(path.read_text())
-    defs = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
-    assert [d.name for d in defs if d.name != "__getattr__"] == []
