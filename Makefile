@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-## demo: generate the synthetic default, train supervised 100%/10% and SSMD 10%, evaluate, print the table (~16 min on 2 idle CPU cores)
+## demo: generate the synthetic default, train supervised and pseudo-labeling with 10% labels, evaluate, print the table (~15 min on a shared 2-core VM)
 demo: $(STAMP)
 	$(VENV)/bin/ssmd demo
 

@@ -216,10 +216,25 @@ def test_train_predict_evaluate_resume(tmp_path: Path) -> None:
 def test_demo_quick_writes_table_overlays_and_froc(tmp_path: Path) -> None:
     assert main(["demo", "--quick", "--output-dir", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "demo_results.json").read_text())
-    assert [r["run"] for r in rows] == ["supervised-100%", "supervised-10%", "ssmd-10%"]
-    assert rows[0]["labeled_images"] > rows[1]["labeled_images"] == rows[2]["labeled_images"]
+    assert [r["run"] for r in rows] == ["supervised-10%", "pseudo-label-10%"]
+    assert rows[0]["labeled_images"] == rows[1]["labeled_images"]
+    # the supervised run is pseudo-labeling's stage 1: not trained twice
+    runs = tmp_path / "runs"
+    assert not (runs / "pseudo-label-10%" / "stage1" / "best.pt").exists()
+    assert (runs / "supervised-10%" / "best.pt").is_file()
     assert (tmp_path / "froc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(list((tmp_path / "overlays").rglob("*.png"))) == 12
+    assert len(list((tmp_path / "overlays").rglob("*.png"))) == 8
+
+
+def test_demo_all_runs_adds_the_ceiling_and_ssmd() -> None:
+    from ssmd.cli.demo import DEMO_RUNS, EXTRA_RUNS
+
+    assert [r[0] for r in DEMO_RUNS + EXTRA_RUNS] == [
+        "supervised-10%",
+        "pseudo-label-10%",
+        "supervised-100%",
+        "ssmd-10%",
+    ]
 
 
 # ------------------------------------------------------------- issue 24: errors users hit
