@@ -21,6 +21,7 @@ Conventions (those of ITK/SimpleITK and of LUNA16):
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -49,7 +50,7 @@ def _direction(d: Any) -> np.ndarray:
     return m
 
 
-class _WorldMapping:
+class _WorldMapping(abc.ABC):
     """World <-> voxel maps shared by :class:`VolumeGeometry` and :class:`Volume`."""
 
     spacing: Vec3
@@ -57,8 +58,9 @@ class _WorldMapping:
     direction: np.ndarray
 
     @property
-    def size_xyz(self) -> tuple[int, int, int]:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abc.abstractmethod
+    def size_xyz(self) -> tuple[int, int, int]:
+        """``(X, Y, Z)`` voxel counts (each subclass knows its own)."""
 
     def index_to_world_matrix(self) -> np.ndarray:
         """``(3, 3)`` matrix ``direction @ diag(spacing)``: index steps -> world mm."""
