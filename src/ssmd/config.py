@@ -72,6 +72,9 @@ DEFAULTS: dict[str, Any] = {
         "val": 0.1,
         "test": 0.1,
         "labeled_ratio": 1.0,
+        # exactly this many labeled (strong) images instead of labeled_ratio (e.g. the 10 / 50
+        # strong images of weakly-and-semi-supervised BUSI runs); null: use labeled_ratio
+        "labeled_count": None,
         # the train/val/test and labeled permutation seed, fixed so that every
         # training seed sees the same split
         "seed": 0,
@@ -141,6 +144,10 @@ DEFAULTS: dict[str, Any] = {
         "tile_size": 0,
         # overlap of neighbouring tiles: at least the largest object's size
         "tile_overlap": 64,
+        # CorLoc (top-scoring detection per image, IoU >= 0.5, class-aware) with a bootstrap
+        # CI of this many resamples, and the image-level AUC, when the ground truth has
+        # image labels (BUSI); 0 turns the CI off (CorLoc itself is still reported)
+        "corloc_boot": 1000,
     },
 }
 
@@ -413,6 +420,7 @@ _RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "train.step_at": (0, 1, True, True),
     "eval.batch_size": (1, None, True, True),
     "eval.max_dets": (1, None, True, True),
+    "eval.corloc_boot": (0, None, True, True),
     "eval.threshold": (0, 1, True, True),
     "data.input_size": (1, None, True, True),
     "data.image_size": (1, None, True, True),
@@ -422,6 +430,7 @@ _RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "split.val": (0, 1, True, True),
     "split.test": (0, 1, True, True),
     "split.labeled_ratio": (0, 1, True, True),
+    "split.labeled_count": (0, None, True, True),
     "model.width_multiplier": (0, None, False, True),
     "model.fpn_channels": (1, None, True, True),
     "model.head_convs": (0, None, True, True),

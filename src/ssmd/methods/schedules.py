@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-__all__ = ["RAMPS", "Ramp", "consistency_weight", "ssmd_ramp"]
+__all__ = ["RAMPS", "Ramp", "consistency_weight", "sigmoid_rampup", "ssmd_ramp"]
 
 Ramp = Literal["eq10", "none"]
 RAMPS: tuple[str, ...] = ("eq10", "none")
@@ -66,3 +66,18 @@ def consistency_weight(
     if ramp == "none":
         return float(max_weight)
     raise ValueError(f"consistency ramp must be one of {RAMPS}, got {ramp!r}")
+
+
+def sigmoid_rampup(step: int, length: int) -> float:
+    """Laine & Aila's ramp-up ``exp(-5 (1 - t)^2)``, ``t = min(step / length, 1)``.
+
+    The first quarter of Eq. (10) stretched to ``length`` steps: ``e^-5`` at step 0, 1 from
+    ``step >= length`` on; ``length = 0`` gives 1 throughout. Used for weights that are
+    "gradually increased" (the MIL scale factor of :mod:`ssmd.methods.mil`).
+    """
+    if step < 0 or length < 0:
+        raise ValueError(f"sigmoid_rampup needs step >= 0 and length >= 0, got {step}, {length}")
+    if length == 0:
+        return 1.0
+    t = min(float(step) / float(length), 1.0)
+    return math.exp(-5.0 * (1.0 - t) ** 2)

@@ -25,7 +25,7 @@ from ssmd.data import build_dataset
 from ssmd.data.datasets.base import DetectionDataset
 from ssmd.data.datasets.coco import to_coco_dict
 from ssmd.data.factory import DATASET_FORMATS
-from ssmd.data.splits import Split, make_split
+from ssmd.data.splits import Split
 from ssmd.data.transforms import (
     Compose,
     Normalize,
@@ -190,11 +190,12 @@ def build_data(config: dict[str, Any], split: Split | None = None) -> DataBundle
             unlabeled_fraction=float(sp.get("holdout_unlabeled", 0.0)),
         )
     else:
-        split = make_split(
-            dataset,
+        count = sp.get("labeled_count")
+        split = dataset.draw_split(
             seed=int(sp["seed"]),
             fractions=(float(sp["train"]), float(sp["val"]), float(sp["test"])),
             labeled_ratio=float(sp["labeled_ratio"]),
+            labeled_count=None if count is None else int(count),
         )
     samples = PreparedSamples(
         dataset, prepare_transform(config["data"]), cache=bool(config["data"]["cache_images"])
@@ -234,7 +235,30 @@ def evaluate_predictions(
             hit=eval_cfg.get("froc_hit", "iou"),
         )
         metrics.update(fr.to_dict())
+    if has_lesions and any("image_label" in im for im in gt.get("images", [])):
+        metrics.update(corloc_metrics(gt, results, int(eval_cfg.get("corloc_boot", 1000))))
     return metrics
+
+
+def corloc_metrics(
+    gt: dict[str, Any], results: list[dict[str, Any]], n_boot: int
+) -> dict[str, float]:
+    """CorLoc (class-aware and any-class, CI with ``n_boot`` resamples) and image AUCs.
+
+    The numeric keys of :func:`ssmd.evaluation.corloc.corloc_report`; ``n_boot = 0`` gives
+    CorLoc without its CI.
+    """
+    from ssmd.evaluation.corloc import corloc_report
+
+    report = corloc_report(gt, results, n_boot=max(1, n_boot), seed=0)
+    out: dict[str, float] = {}
+    for key, value in report.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if n_boot == 0 and ("_ci_" in key or key.endswith("n_boot")):
+            continue
+        out[key] = float(value)
+    return out
 
 
 def _evaluate_part(

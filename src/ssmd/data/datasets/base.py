@@ -28,7 +28,7 @@ import abc
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -37,6 +37,9 @@ from torch.utils.data import Dataset
 from ssmd.data.io import read_image
 from ssmd.structures.sample import Sample
 from ssmd.utils.errors import DataError
+
+if TYPE_CHECKING:
+    from ssmd.data.splits import Split
 
 __all__ = [
     "DetectionDataset",
@@ -215,6 +218,7 @@ class DetectionDataset(Dataset[Sample], abc.ABC):
             is_labeled=self._labeled[i],
             orig_size=(rec.height, rec.width),
             ignore=self.ignore_regions(i),
+            image_label=self.image_class(i),
         )
         return self.transform(sample) if self.transform is not None else sample
 
@@ -253,6 +257,39 @@ class DetectionDataset(Dataset[Sample], abc.ABC):
         """
         self._check_index(i)
         return {}
+
+    def draw_split(
+        self,
+        seed: int = 0,
+        fractions: Sequence[float] = (0.8, 0.1, 0.1),
+        labeled_ratio: float = 1.0,
+        labeled_count: int | None = None,
+    ) -> Split:
+        """A train/val/test + labeled/unlabeled split of this dataset (the config's ``split``).
+
+        The default is :func:`~ssmd.data.splits.make_split`; a format with its own rules
+        overrides it (BUSI: duplicate groups on one side, only abnormal images strong).
+        """
+        from ssmd.data.splits import make_split
+
+        return make_split(
+            self,
+            seed=seed,
+            fractions=fractions,
+            labeled_ratio=labeled_ratio,
+            labeled_count=labeled_count,
+        )
+
+    def image_class(self, i: int) -> int | None:
+        """Image-level class index of image ``i`` (``Sample.image_label``), ``None`` if none.
+
+        The index is that of the detector's ``K + 1`` region classes: ``0`` an image with no
+        lesion (background everywhere), ``c`` an image whose lesions are of category label
+        ``c`` (BUSI: normal 0, benign 1, malignant 2). Multiple-instance learning
+        (:mod:`ssmd.methods.mil`) reads it from the weak images.
+        """
+        self._check_index(i)
+        return None
 
     def _load_image(self, i: int) -> Tensor:
         """``Tensor[3, H, W]`` float32 in ``[0, 1]`` of image ``i`` (before ``transform``)."""
@@ -369,6 +406,9 @@ class SubsetDataset(DetectionDataset):
 
     def image_fields(self, i: int) -> dict[str, Any]:
         return self._parent.image_fields(self._indices[self._check_index(i)])
+
+    def image_class(self, i: int) -> int | None:
+        return self._parent.image_class(self._indices[self._check_index(i)])
 
     def _load_image(self, i: int) -> Tensor:
         return self._parent._load_image(self._indices[i])

@@ -336,6 +336,30 @@ class BUSIDataset(DetectionDataset):
     def image_fields(self, i: int) -> dict[str, Any]:
         return {"image_label": self.image_label(i)}
 
+    def draw_split(
+        self,
+        seed: int = 0,
+        fractions: Sequence[float] = (0.7, 0.1, 0.2),
+        labeled_ratio: float = 1.0,
+        labeled_count: int | None = None,
+    ) -> Split:
+        """:func:`busi_split`: ``labeled_count`` strong images, else ``labeled_ratio`` of the
+        abnormal training images; duplicates grouped, conflicting labels dropped."""
+        return busi_split(
+            self,
+            seed=seed,
+            fractions=fractions,
+            strong=labeled_count if labeled_count is not None else float(labeled_ratio),
+        )
+
+    def image_class(self, i: int) -> int:
+        """Index of the image label in :data:`IMAGE_LABELS`: normal 0, benign 1, malignant 2.
+
+        This is also the region class of the detector (0 = background, then the category
+        labels benign 1, malignant 2): a normal image is background everywhere.
+        """
+        return IMAGE_LABELS.index(self.image_label(i))
+
     def mask_paths(self, i: int) -> list[Path]:
         """The mask files of image ``i``: ``_mask``, then ``_mask_1``, ``_mask_2``, ..."""
         return list(self._mask_paths[self._check_index(i)])

@@ -18,7 +18,11 @@ post-processing, as torchvision's and MONAI's detectors do:
 ``"dense_maps"``, declared by ``provides_dense_maps = True``: ``forward`` returns
 :class:`~ssmd.models.detectors.retinanet.DenseOutputs`, per-anchor class logits and box deltas
 on every pyramid level, in the flat anchor order of ``anchors(outputs)`` — what the
-consistency methods (CSD, SSMD, FocalMix) compare position by position. A method lists what
+consistency methods (CSD, SSMD, FocalMix) compare position by position; and
+``"region_scores"``, declared by ``provides_region_scores = True``: ``forward(images,
+with_roi=True)`` carries the RoI head's class logits over each image's proposals, with
+gradients — what multiple-instance learning over image labels picks its "mass of interest"
+from (:mod:`ssmd.methods.mil`). A method lists what
 it needs in ``Method.requires``; :func:`check_capabilities` refuses a detector that lacks it.
 
 **Registry.** A detector module registers a tiny builder with ``@MODELS.register("name")``
@@ -44,6 +48,7 @@ __all__ = [
     "DETECTIONS",
     "LOSSES",
     "MODELS",
+    "REGION_SCORES",
     "Detector",
     "check_capabilities",
     "detector_capabilities",
@@ -55,11 +60,15 @@ MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 LOSSES = "losses"
 DETECTIONS = "detections"
 DENSE_MAPS = "dense_maps"
+REGION_SCORES = "region_scores"
 CAPABILITIES: dict[str, str] = {
     LOSSES: "loss(outputs, targets) -> dict of losses",
     DETECTIONS: "postprocess(outputs, image_sizes) and predict(images) -> boxes, scores, labels",
     DENSE_MAPS: "forward(images) -> DenseOutputs, per-anchor class logits and box deltas per "
     "pyramid level (provides_dense_maps = True)",
+    REGION_SCORES: "forward(images, with_roi=True) -> outputs with roi_cls_logits (sum P_i, K + 1) "
+    "over per-image proposals, class 0 = background, with gradients (provides_region_scores "
+    "= True; multiple-instance learning over image labels)",
 }
 """Capability name -> what it means (module docstring)."""
 
@@ -92,6 +101,8 @@ def detector_capabilities(model: object) -> frozenset[str]:
         caps.add(DETECTIONS)
     if bool(getattr(model, "provides_dense_maps", False)):
         caps.add(DENSE_MAPS)
+    if bool(getattr(model, "provides_region_scores", False)):
+        caps.add(REGION_SCORES)
     return frozenset(caps)
 
 

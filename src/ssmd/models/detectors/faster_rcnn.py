@@ -133,10 +133,12 @@ class FasterRCNN(nn.Module):
 
     Implements the detector contract of :mod:`ssmd.models.detectors.base` without dense
     per-anchor class maps (``provides_dense_maps = False``): the RPN's maps are class-agnostic
-    objectness, the class scores live on proposals.
+    objectness, the class scores live on proposals — which it offers as ``"region_scores"``
+    (``provides_region_scores = True``: ``forward(images, with_roi=True)``).
     """
 
     provides_dense_maps: ClassVar[bool] = False
+    provides_region_scores: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -1,0 +1,187 @@
+"""Joint weakly- and semi-supervised detection: strong boxes + MIL over image labels.
+
+Shin et al., "Joint Weakly and Semi-Supervised Deep Learning for Localization and
+Classification of Masses in Breast Ultrasound Images" (IEEE TMI 2019): a two-stage detector
+(Faster R-CNN) trained on a few **strong** images (boxes and diagnosis, "DXLoc": the
+labeled stream) and many **weak** ones (diagnosis only, "DX": the unlabeled stream, whose
+boxes are never read — only ``Batch.image_labels``)::
+
+    L = L_s + alpha L_ws
+    L_s = L_cls^RPN + L_reg^RPN + L_cls^FRC + L_reg^FRC      (the detector's own loss)
+
+with ``L_ws`` the multiple-instance loss of :func:`ssmd.losses.mil.mil_loss` on the RoI
+head's class scores over each weak image's proposals (``p_l(x_MoI)``, the mass of interest
+chosen per image label by ``moi_normal`` / ``moi_benign`` / ``moi_malignant``).
+
+Options (Table II of the slides):
+
+* ``moi_benign``: the MoI rule for images labelled B (``most_malignant``, the proposed;
+  ``most_benign``, ``most_discriminative``, ``most_abnormal`` the ablations);
+  ``moi_malignant`` for M (``most_malignant`` in every row of the paper); ``moi_normal`` for
+  N (``most_abnormal``: the least-normal region, as the slides write).
+* ``alpha_schedule``: ``"static"`` (``alpha`` throughout; Table II's 0.5 row) or
+  ``"gradual"`` (the proposed "gradual increase"; the slides give no curve: here ``alpha``
+  times the ramp-up ``exp(-5 (1 - t)^2)`` over the first ``ramp_fraction`` of training,
+  :func:`ssmd.methods.schedules.sigmoid_rampup`, the usual semi-supervised ramp).
+* ``batching``: ``"combined"`` (the proposed single mini-batch: both streams' losses in one
+  update) or ``"alternating"`` (even steps a strong mini-batch with ``L_s``, odd steps a weak
+  one with ``alpha L_ws``). In ``combined`` mode the strong and weak images go through the
+  network in two forward passes of one step (their sizes differ; with GroupNorm or frozen
+  BatchNorm this equals one forward of the concatenated batch).
+
+Logged every step (``metrics.jsonl``): ``mil_alpha`` (the weight applied), ``mil_weak_step``
+(1 when the step used the weak stream), ``mil_moi_correct`` (fraction of weak images whose
+MoI's most likely class is the image label), ``mil_p_label`` (mean ``P_{l*}(I)``),
+``mil_images`` and ``mil_no_region`` (weak images without any proposal, skipped).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, cast
+
+import torch
+from torch import Tensor, nn
+
+from ssmd.losses.mil import MOI_RULES, mil_loss
+from ssmd.methods.base import METHODS, Method
+from ssmd.methods.schedules import sigmoid_rampup
+from ssmd.structures.sample import Batch
+
+__all__ = ["MIL"]
+
+ALPHA_SCHEDULES = ("static", "gradual")
+BATCHINGS = ("combined", "alternating")
+
+
+@METHODS.register("mil")
+class MIL(Method):
+    """Strong Faster R-CNN losses + ``alpha`` times MIL on weak images (module docstring).
+
+    Args:
+        model: a detector with region scores (``provides_region_scores``: Faster R-CNN).
+        alpha: the MIL scale factor (0.5 as Table II's static row).
+        alpha_schedule: ``"static"`` or ``"gradual"``.
+        ramp_fraction: share of training over which ``gradual`` reaches ``alpha``.
+        batching: ``"combined"`` or ``"alternating"``.
+        moi_normal, moi_benign, moi_malignant: MoI rule per image label
+            (:data:`ssmd.losses.mil.MOI_RULES`).
+        weak_normal: use weak images labelled normal (``False``: only B / M weak images
+            contribute to ``L_ws``; the paper's weak set held no normal image).
+    """
+
+    uses_unlabeled: ClassVar[bool] = True
+    requires: ClassVar[tuple[str, ...]] = ("losses", "detections", "region_scores")
+    defaults: ClassVar[dict[str, Any]] = {
+        "alpha": 0.5,
+        "alpha_schedule": "gradual",
+        "ramp_fraction": 0.5,
+        "batching": "combined",
+        "moi_normal": "most_abnormal",
+        "moi_benign": "most_malignant",
+        "moi_malignant": "most_malignant",
+        "weak_normal": True,
+    }
+
+    def __init__(
+        self,
+        model: nn.Module,
+        alpha: float = 0.5,
+        alpha_schedule: str = "gradual",
+        ramp_fraction: float = 0.5,
+        batching: str = "combined",
+        moi_normal: str = "most_abnormal",
+        moi_benign: str = "most_malignant",
+        moi_malignant: str = "most_malignant",
+        weak_normal: bool = True,
+    ) -> None:
+        super().__init__(model)
+        if not float(alpha) >= 0.0:
+            raise ValueError(f"method.alpha = {alpha!r}: must be >= 0")
+        if alpha_schedule not in ALPHA_SCHEDULES:
+            raise ValueError(
+                f"method.alpha_schedule = {alpha_schedule!r}: one of {', '.join(ALPHA_SCHEDULES)}"
+            )
+        if not 0.0 <= float(ramp_fraction) <= 1.0:
+            raise ValueError(f"method.ramp_fraction = {ramp_fraction!r}: must be in [0, 1]")
+        if batching not in BATCHINGS:
+            raise ValueError(f"method.batching = {batching!r}: one of {', '.join(BATCHINGS)}")
+        for key, rule in (
+            ("moi_normal", moi_normal),
+            ("moi_benign", moi_benign),
+            ("moi_malignant", moi_malignant),
+        ):
+            if rule not in MOI_RULES:
+                raise ValueError(f"method.{key} = {rule!r}: one of {', '.join(MOI_RULES)}")
+        k = int(getattr(model, "num_classes", 2))
+        if k < 1:
+            raise ValueError(f"MIL needs a detector with >= 1 foreground class, got {k}")
+        self.alpha = float(alpha)
+        self.alpha_schedule = alpha_schedule
+        self.ramp_fraction = float(ramp_fraction)
+        self.batching = batching
+        # region class -> rule: 0 normal, 1 benign, K malignant (K = 2 for BUSI)
+        self.rules: dict[int, str] = {0: moi_normal, 1: moi_benign}
+        self.rules[k] = moi_malignant if k > 1 else moi_benign
+        self.weak_normal = bool(weak_normal)
+
+    def alpha_at(self, step: int, max_iters: int) -> float:
+        """The MIL weight applied at ``step`` (0-based) of ``max_iters``."""
+        if self.alpha_schedule == "static":
+            return self.alpha
+        return self.alpha * sigmoid_rampup(step, round(self.ramp_fraction * max_iters))
+
+    def weak_loss(self, weak: Batch) -> tuple[Tensor, dict[str, float]]:
+        """``L_ws`` of a weak batch and its statistics (:func:`ssmd.losses.mil.mil_loss`).
+
+        Raises:
+            ValueError: a weak image without an image label (named by its path).
+        """
+        keep = []
+        for i, lab in enumerate(weak.image_labels):
+            if lab is None:
+                raise ValueError(
+                    f"MIL needs an image-level label on every weak image; {weak.paths[i]} has "
+                    "none (use a format with image labels, e.g. data.format=busi)"
+                )
+            if lab != 0 or self.weak_normal:
+                keep.append(i)
+        if not keep:
+            zero = weak.images.new_zeros(())
+            return zero, {"images": 0.0, "no_region": 0.0, "moi_correct": 0.0, "p_label": 0.0}
+        images = weak.images[keep] if len(keep) < len(weak) else weak.images
+        outputs = self.model(images, with_roi=True)
+        logits = cast(Tensor, outputs.roi_cls_logits)  # (sum P_i, K+1)
+        counts = [int(p.shape[0]) for p in outputs.proposals]
+        per_image = list(torch.split(logits, counts))  # P_i x (K+1) each
+        labels = [int(cast(int, weak.image_labels[i])) for i in keep]
+        return mil_loss(per_image, labels, self.rules)
+
+    def training_step(
+        self, labeled: Batch, unlabeled: Batch | None, step: int, max_iters: int
+    ) -> dict[str, Tensor]:
+        if unlabeled is None:
+            raise ValueError("MIL needs the weak (unlabeled) stream")
+        alpha = self.alpha_at(step, max_iters)
+        weak_step = self.batching == "combined" or step % 2 == 1
+        strong_step = self.batching == "combined" or step % 2 == 0
+        zero = labeled.images.new_zeros(())
+        losses: dict[str, Tensor] = {}
+        total = zero
+        if strong_step:
+            outputs = self.model(labeled.images)
+            strong = cast(Any, self.model).loss(outputs, labeled.targets())
+            losses.update(strong)
+            total = total + sum(strong.values(), start=zero)
+        if weak_step:
+            l_ws, stats = self.weak_loss(unlabeled)
+            losses["loss_mil"] = l_ws.detach()
+            total = total + alpha * l_ws
+        else:
+            stats = {"images": 0.0, "no_region": 0.0, "moi_correct": 0.0, "p_label": 0.0}
+            losses["loss_mil"] = zero
+        losses["loss"] = total
+        losses["mil_alpha"] = torch.tensor(alpha if weak_step else 0.0)
+        losses["mil_weak_step"] = torch.tensor(float(weak_step))
+        for key in ("moi_correct", "p_label", "images", "no_region"):
+            losses[f"mil_{key}"] = torch.tensor(float(stats[key]))
+        return losses
