@@ -14,6 +14,7 @@ from ssmd.data.datasets.dsb2018 import DSB2018Dataset
 from ssmd.data.datasets.folder import ImageFolderDataset
 from ssmd.data.datasets.luna16 import Luna16Dataset
 from ssmd.data.datasets.synthetic import SyntheticNucleiDataset
+from ssmd.data.datasets.synthetic_ct import SyntheticCTDataset
 from ssmd.utils.registry import Registry
 
 __all__ = ["DATASET_FORMATS", "build_dataset"]
@@ -65,6 +66,13 @@ def _synthetic(root: str | Path | None, **kw: Any) -> DetectionDataset:
     if root is not None:
         kw["cache_dir"] = root
     return SyntheticNucleiDataset(**kw)
+
+
+@DATASET_FORMATS.register("synthetic_ct")
+def _synthetic_ct(root: str | Path | None, **kw: Any) -> DetectionDataset:
+    if root is not None:
+        kw["cache_dir"] = root
+    return SyntheticCTDataset(**kw)
 
 
 def build_dataset(format: str, root: str | Path | None = None, **kw: Any) -> DetectionDataset:
