@@ -232,6 +232,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_source(q, volumes=True)
     q.add_argument("--out", required=True, help="COCO JSON to write")
+    q = dsub.add_parser(
+        "check",
+        help="decode every image and mask fully and report bad files, duplicates, class balance",
+        description="Decode every image and mask of SRC fully and check sizes, pixel types, value ranges, empty or all-background masks, duplicate images (dHash) and class balance; print a report; exit status 1 when any error was found. Results are cached per file (path, size, mtime): a re-run decodes only changed files. ssmd data convert and ssmd train run the same checks (without the duplicate search) up front.",
+    )
+    _add_source(q)
+    from ssmd.cli.data_check import add_check_arguments
+
+    add_check_arguments(q)
     q = dsub.add_parser("stats", help="image/object counts and size histograms")
     _add_source(q, volumes=True)
     q.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -379,8 +388,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from ssmd.config import load_config
     from ssmd.tasks import get_task
 
+    from ssmd.cli.data_check import precheck_config
+
     config = load_config(args.config, args.overrides)
     args.log_dir = config["output_dir"]  # where an unexpected error's traceback goes
+    precheck_config(config)  # every file decoded (cached) before the first step
     summary = get_task(config).train(config, resume=args.resume)
     _print_metrics(summary["test"], title=f"test metrics of best.pt ({summary['output_dir']})")
     return 0
@@ -535,7 +547,10 @@ def _cmd_data(args: argparse.Namespace) -> int:
         from ssmd.data.datasets.coco import write_coco
         from ssmd.data.datasets.luna16 import write_volume_json
 
+        from ssmd.cli.data_check import precheck
+
         dataset = _load_source(args.format, args.src, args.image_root, args.annotations)
+        precheck(dataset, what=" data convert")  # a bad file fails here, named
         for line in getattr(dataset, "report_lines", list)():
             print(line)
         if getattr(dataset, "spatial_dims", 2) == 3:
@@ -545,6 +560,12 @@ def _cmd_data(args: argparse.Namespace) -> int:
         n_boxes = sum(len(dataset.annotation(i)[0]) for i in range(len(dataset)))
         print(f"wrote {len(dataset)} images and {n_boxes} boxes to {args.out}")
         return 0
+    if args.data_command == "check":
+        from ssmd.cli.data_check import cmd_check
+
+        return cmd_check(
+            args, _load_source(args.format, args.src, args.image_root, args.annotations)
+        )
     if args.data_command == "stats":
         from ssmd.data import dataset_stats, format_stats
         from ssmd.data.datasets.luna16 import format_volume_stats, volume_stats
@@ -596,7 +617,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
         print(f"wrote {args.num_images} synthetic images in the DSB2018 layout to {args.out}")
         return 0
     raise SystemExit(
-        "ssmd data needs an action: convert, stats, split or synth (see ssmd data --help)"
+        "ssmd data needs an action: convert, check, stats, split or synth (see ssmd data --help)"
     )
 
 

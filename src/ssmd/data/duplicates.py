@@ -54,6 +54,7 @@ __all__ = [
     "DuplicateReport",
     "dhash",
     "find_duplicates",
+    "group_hashes",
     "hamming_distances",
     "pixel_digest",
 ]
@@ -309,13 +310,39 @@ def find_duplicates(
     order = sorted(range(len(items)), key=lambda k: names[k])
     names = [names[k] for k in order]
     paths = [Path(items[k][1]) for k in order]
-    n = len(names)
     digests: list[str] = []
-    hashes = np.zeros((n, bits), dtype=bool)
+    hashes = np.zeros((len(names), bits), dtype=bool)
     for k, p in enumerate(paths):
         digest, bits_k = _hash_file(p, hash_size)
         digests.append(digest)
         hashes[k] = bits_k
+    return group_hashes(names, digests, hashes, labels, threshold, hash_size, block)
+
+
+def group_hashes(
+    names: Sequence[str],
+    digests: Sequence[str],
+    hashes: np.ndarray,
+    labels: Mapping[str, str] | None = None,
+    threshold: int = DEFAULT_THRESHOLD,
+    hash_size: int = DEFAULT_HASH_SIZE,
+    block: int = 512,
+) -> DuplicateReport:
+    """Group images whose :func:`pixel_digest` and :func:`dhash` are already known.
+
+    What :func:`find_duplicates` does after hashing the files; ``ssmd data check`` calls it
+    with hashes it cached, so an unchanged image is not decoded again.
+
+    Args:
+        names: unique file names, sorted.
+        digests: :func:`pixel_digest` of each image (same order).
+        hashes: ``bool[N, hash_size ** 2]``, :func:`dhash` of each image.
+        labels, threshold, hash_size, block: as in :func:`find_duplicates`.
+    """
+    names = list(names)
+    n = len(names)
+    if len(digests) != n or hashes.shape[0] != n:
+        raise ValueError(f"{n} names, {len(digests)} digests and {hashes.shape[0]} hashes")
     uf = _UnionFind(n)
     by_digest: dict[str, list[int]] = {}
     for k, digest in enumerate(digests):
