@@ -20,6 +20,7 @@ from torch import nn
 
 from ssmd.config import ConfigError
 from ssmd.models.detectors import faster_rcnn as _faster_rcnn  # noqa: F401  (registers "faster_rcnn")
+from ssmd.models.detectors import retinanet3d as _retinanet3d  # noqa: F401  (registers "retinanet3d")
 from ssmd.models.detectors.base import MODELS
 from ssmd.models.detectors.retinanet import build_retinanet
 

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torchvision.ops import batched_nms as _tv_batched_nms
 
 __all__ = [
     "BOX_FORMAT",
+    "batched_nms",
     "box_area",
     "box_iou",
     "boxes_from_masks",
@@ -149,3 +151,42 @@ def boxes_from_masks(masks: Tensor, spatial_dims: int = 2) -> Tensor:
         lo.append(torch.where(along, ar, n).min(dim=1).values)
         hi.append(torch.where(along, ar, -1).max(dim=1).values + 1)
     return torch.stack(lo + hi, dim=1).to(torch.float32)
+
+
+def batched_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float) -> Tensor:
+    """Class-wise greedy NMS of ``xyxy`` boxes ``Tensor[N, 2D]``, 2D or 3D.
+
+    2D boxes go to :func:`torchvision.ops.batched_nms` (same result, compiled). 3D boxes
+    (``x1 y1 z1 x2 y2 z2``, which torchvision's NMS cannot take) are visited by decreasing
+    score; a box is kept unless a kept box of its label has IoU ``> iou_threshold`` with it
+    (torchvision's rule), using :func:`box_iou` on one ``(N, N)`` matrix.
+
+    Args:
+        boxes: ``Tensor[N, 2D]``.
+        scores: ``Tensor[N]``.
+        labels: ``Tensor[N]`` integer classes (boxes of different labels never suppress
+            each other).
+        iou_threshold: boxes overlapping a kept one by more than this are dropped.
+
+    Returns:
+        ``Tensor[K]`` int64 indices of the kept boxes, by decreasing score.
+    """
+    d = spatial_dims_of(boxes)
+    if d == 2:
+        return _tv_batched_nms(boxes, scores, labels, iou_threshold)
+    n = int(boxes.shape[0])
+    if n == 0:
+        return torch.zeros(0, dtype=torch.int64, device=boxes.device)
+    order = torch.sort(scores, descending=True, stable=True).indices  # (N,)
+    b, lab = boxes[order], labels[order]
+    over = (box_iou(b, b) > iou_threshold) & (lab[:, None] == lab[None, :])  # (N, N)
+    removed = torch.zeros(n, dtype=torch.bool, device=boxes.device)
+    over_cpu = over.cpu()
+    removed_cpu = removed.cpu()
+    kept: list[int] = []
+    for i in range(n):
+        if removed_cpu[i]:
+            continue
+        kept.append(i)
+        removed_cpu |= over_cpu[i]
+    return order[torch.tensor(kept, dtype=torch.int64, device=boxes.device)]

@@ -28,7 +28,6 @@ from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import batched_nms
 
 from ssmd.losses.detection import CLS_LOSSES, Activation, ClsLoss, dense_detection_loss
 from ssmd.models.backbones.resnet import build_resnet
@@ -37,7 +36,7 @@ from ssmd.models.detectors.box_coder import BoxCoder
 from ssmd.models.detectors.matcher import BACKGROUND, IGNORE, Matcher, match_quality
 from ssmd.models.heads.retinanet_head import RetinaNetHead
 from ssmd.models.necks.fpn import FPN
-from ssmd.structures.boxes import clip_boxes
+from ssmd.structures.boxes import batched_nms, clip_boxes
 from ssmd.structures.dense import DenseOutputs, flatten_levels  # re-exported here
 
 __all__ = ["DenseOutputs", "RetinaNet", "build_retinanet", "flatten_levels"]
@@ -139,9 +138,8 @@ class RetinaNet(nn.Module):
             ``box_deltas`` ``(B, A, 4, H_l, W_l)`` for ``P3..P7``.
         """
         if images.ndim != 2 + self.spatial_dims:
-            raise ValueError(
-                f"RetinaNet expects images (B, C, H, W), got shape {tuple(images.shape)}"
-            )
+            want = "(B, C, H, W)" if self.spatial_dims == 2 else "(B, C, D, H, W)"
+            raise ValueError(f"RetinaNet expects images {want}, got shape {tuple(images.shape)}")
         features = self.backbone(images)
         pyramid = self.fpn(features)
         if len(pyramid) != self.anchor_generator.num_levels:

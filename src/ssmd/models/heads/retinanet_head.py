@@ -27,10 +27,13 @@ def group_norm_groups(channels: int, max_groups: int = 32) -> int:
     return next(g for g in range(min(max_groups, channels), 0, -1) if channels % g == 0)
 
 
-def _subnet(channels: int, num_convs: int, norm: Literal["gn"] | None) -> nn.Sequential:
+def _subnet(
+    channels: int, num_convs: int, norm: Literal["gn"] | None, spatial_dims: int = 2
+) -> nn.Sequential:
+    conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
     layers: list[nn.Module] = []
     for _ in range(num_convs):
-        layers.append(nn.Conv2d(channels, channels, kernel_size=3, padding=1, bias=norm is None))
+        layers.append(conv(channels, channels, kernel_size=3, padding=1, bias=norm is None))
         if norm == "gn":
             layers.append(nn.GroupNorm(group_norm_groups(channels), channels))
         layers.append(nn.ReLU(inplace=True))
@@ -49,7 +52,8 @@ class RetinaNetHead(nn.Module):
         num_convs: conv layers per subnet (4 in RetinaNet).
         norm: ``"gn"`` for GroupNorm after each subnet conv, ``None`` for none.
         prior_prob: initial foreground probability ``pi`` of every anchor (Lin et al., Sec. 4.1).
-        spatial_dims: 2; sets the ``2 * spatial_dims`` box channels.
+        spatial_dims: 2 (images) or 3 (volumes: ``Conv3d`` subnets); sets the
+            ``2 * spatial_dims`` box channels.
 
     Initialisation: subnet and prediction weights ``N(0, 0.01)``, biases 0, except the class
     bias. For ``sigmoid`` it is ``-log((1 - pi) / pi)`` (every class starts at ``pi``). For
@@ -78,10 +82,8 @@ class RetinaNetHead(nn.Module):
             raise ValueError(f"norm must be None or 'gn', got {norm!r}")
         if not 0 < prior_prob < 1:
             raise ValueError(f"prior_prob must be in (0, 1), got {prior_prob}")
-        if spatial_dims != 2:
-            raise ValueError(
-                f"RetinaNetHead supports spatial_dims=2 only (3D heads are not built yet), got {spatial_dims}"
-            )
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
         self.num_anchors = num_anchors
         self.num_classes = num_classes
         self.activation = activation
@@ -89,14 +91,15 @@ class RetinaNetHead(nn.Module):
         self.num_logits = num_classes + 1 if activation == "softmax" else num_classes
         self.box_dim = 2 * spatial_dims
 
-        self.cls_subnet = _subnet(in_channels, num_convs, norm)
-        self.box_subnet = _subnet(in_channels, num_convs, norm)
+        self.cls_subnet = _subnet(in_channels, num_convs, norm, spatial_dims)
+        self.box_subnet = _subnet(in_channels, num_convs, norm, spatial_dims)
         a, c = num_anchors, in_channels
-        self.cls_logits = nn.Conv2d(c, a * self.num_logits, kernel_size=3, padding=1)
-        self.box_deltas = nn.Conv2d(c, a * self.box_dim, kernel_size=3, padding=1)
+        conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
+        self.cls_logits = conv(c, a * self.num_logits, kernel_size=3, padding=1)
+        self.box_deltas = conv(c, a * self.box_dim, kernel_size=3, padding=1)
 
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, (nn.Conv2d, nn.Conv3d)):
                 nn.init.normal_(m.weight, std=0.01)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
@@ -114,19 +117,19 @@ class RetinaNetHead(nn.Module):
         """Dense predictions of every level.
 
         Args:
-            features: pyramid maps ``Tensor[B, F, H_l, W_l]``.
+            features: pyramid maps ``Tensor[B, F, H_l, W_l]`` (``[B, F, D_l, H_l, W_l]`` in 3D).
 
         Returns:
-            ``(cls_logits, box_deltas)``: per level ``Tensor[B, A, C', H_l, W_l]`` and
-            ``Tensor[B, A, 4, H_l, W_l]``.
+            ``(cls_logits, box_deltas)``: per level ``Tensor[B, A, C', *S_l]`` and
+            ``Tensor[B, A, 2D, *S_l]`` (``S_l`` the level's spatial size).
         """
         cls_out: list[Tensor] = []
         box_out: list[Tensor] = []
         a = self.num_anchors
         for x in features:
-            b, _, h, w = x.shape
-            logits = self.cls_logits(self.cls_subnet(x))  # (B, A * C', H, W)
-            cls_out.append(logits.view(b, a, self.num_logits, h, w))  # (B, A, C', H, W)
-            deltas = self.box_deltas(self.box_subnet(x))  # (B, A * 4, H, W)
-            box_out.append(deltas.view(b, a, self.box_dim, h, w))  # (B, A, 4, H, W)
+            b, size = x.shape[0], x.shape[2:]
+            logits = self.cls_logits(self.cls_subnet(x))  # (B, A * C', *S)
+            cls_out.append(logits.view(b, a, self.num_logits, *size))  # (B, A, C', *S)
+            deltas = self.box_deltas(self.box_subnet(x))  # (B, A * 2D, *S)
+            box_out.append(deltas.view(b, a, self.box_dim, *size))  # (B, A, 2D, *S)
         return cls_out, box_out

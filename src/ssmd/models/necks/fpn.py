@@ -27,6 +27,8 @@ class FPN(nn.Module):
         extra_levels: number of stride-2 levels added above the coarsest input (2 -> ``P6, P7``).
         extra_from: ``"c5"`` (RetinaNet paper) or ``"p5"`` (torchvision v1 RetinaNet): the
             input of the first extra level.
+        spatial_dims: 2 (``Conv2d``) or 3 (``Conv3d``, volumes ``(B, C, D, H, W)``); the
+            pyramid's maths is the same.
 
     Attributes:
         out_channels: channels of every output level.
@@ -39,6 +41,7 @@ class FPN(nn.Module):
         out_channels: int = 256,
         extra_levels: int = 2,
         extra_from: Literal["c5", "p5"] = "c5",
+        spatial_dims: int = 2,
     ) -> None:
         super().__init__()
         if not in_channels:
@@ -47,16 +50,20 @@ class FPN(nn.Module):
             raise ValueError(f"extra_levels must be >= 0, got {extra_levels}")
         if extra_from not in ("c5", "p5"):
             raise ValueError(f"extra_from must be 'c5' or 'p5', got {extra_from!r}")
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+        conv: type[nn.Conv2d | nn.Conv3d] = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
+        self.spatial_dims = spatial_dims
         self.out_channels = out_channels
         self.extra_from = extra_from
         self.num_levels = len(in_channels) + extra_levels
-        self.lateral = nn.ModuleList(nn.Conv2d(c, out_channels, kernel_size=1) for c in in_channels)
+        self.lateral = nn.ModuleList(conv(c, out_channels, kernel_size=1) for c in in_channels)
         self.output = nn.ModuleList(
-            nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1) for _ in in_channels
+            conv(out_channels, out_channels, kernel_size=3, padding=1) for _ in in_channels
         )
         first_in = in_channels[-1] if extra_from == "c5" else out_channels
         self.extra = nn.ModuleList(
-            nn.Conv2d(
+            conv(
                 first_in if i == 0 else out_channels,
                 out_channels,
                 kernel_size=3,
@@ -66,7 +73,7 @@ class FPN(nn.Module):
             for i in range(extra_levels)
         )
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, (nn.Conv2d, nn.Conv3d)):
                 nn.init.kaiming_uniform_(m.weight, a=1)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
@@ -88,7 +95,7 @@ class FPN(nn.Module):
         for k in range(len(features) - 2, -1, -1):
             lateral = self.lateral[k](features[k])  # (B, F, H_k, W_k)
             # nearest upsampling to the lateral's size (odd sizes round up, not 2x exactly)
-            top_down = F.interpolate(inner, size=lateral.shape[-2:], mode="nearest")
+            top_down = F.interpolate(inner, size=lateral.shape[2:], mode="nearest")
             inner = lateral + top_down
             results.insert(0, self.output[k](inner))
         x = features[-1] if self.extra_from == "c5" else results[-1]
