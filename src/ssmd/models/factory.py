@@ -19,7 +19,8 @@ from typing import Any
 from torch import nn
 
 from ssmd.config import ConfigError
-from ssmd.models.detectors import faster_rcnn as _faster_rcnn  # noqa: F401  (registers "faster_rcnn")
+from ssmd.models.backbones.multislice import multislice_builder
+from ssmd.models.detectors import faster_rcnn as _faster_rcnn  # registers "faster_rcnn"
 from ssmd.models.detectors import retinanet3d as _retinanet3d  # noqa: F401  (registers "retinanet3d")
 from ssmd.models.detectors.base import MODELS
 from ssmd.models.detectors.retinanet import build_retinanet
@@ -145,6 +146,11 @@ def retinanet(
         topk_candidates=int(topk_candidates),
         detections_per_img=int(detections_per_img),
     )
+
+
+# 3DCE multi-slice input (G groups of 3 CT slices through a shared trunk, fused; issue 21)
+MODELS.register("retinanet_3dce")(multislice_builder(retinanet))
+MODELS.register("faster_rcnn_3dce")(multislice_builder(_faster_rcnn.faster_rcnn))
 
 
 @MODELS.register("retinanet_resnet18_cpu")

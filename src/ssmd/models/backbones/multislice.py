@@ -1,0 +1,142 @@
+"""3DCE multi-slice input (Yan et al., MICCAI 2018), at the backbone: groups of slices share one trunk.
+
+A CT sample is the key slice and ``k`` neighbours on each side as ``2k + 1 = G * S`` channels
+(lowest slice first; :mod:`ssmd.data.volumes.deeplesion`). :class:`SliceGroupBackbone` cuts
+them into ``G`` groups of ``S = 3`` consecutive slices (an ImageNet trunk's 3 channels), runs
+every group through the **same** trunk, and fuses the groups' maps of each level before the
+neck and heads: the ``G`` maps are concatenated along channels (group-major) and a 1x1
+convolution brings them back to the trunk's width — 3DCE's feature fusion as the LP paper
+re-implements it on FPN ("FPN-3DCE", 9 slices = 3 groups). The fused maps have the trunk's
+channels and strides, so any detector that takes a backbone (Faster R-CNN FPN, RetinaNet)
+takes this one unchanged: :func:`multislice_builder` turns a registered detector builder
+into its multi-slice variant (``model.name = faster_rcnn_3dce`` / ``retinanet_3dce``).
+
+Choices where 3DCE and the LP paper are silent for an FPN: the fusion is applied on every
+returned level (``C3, C4, C5``; 3DCE fuses conv5 only, there being no pyramid), and the 1x1
+convolution starts as the mean of the groups (weight ``1/G`` on each group's copy of a
+channel), so the untrained fusion is neutral. ``fusion="mean"`` averages without parameters.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["SliceGroupBackbone", "multislice_builder"]
+
+FUSIONS = ("conv", "mean")
+
+
+class SliceGroupBackbone(nn.Module):
+    """Run ``groups`` slice groups through one shared trunk and fuse them per level.
+
+    Args:
+        body: a trunk returning a list of maps with ``out_channels`` (and ``strides``), built
+            for ``slices_per_group`` input channels.
+        groups: ``G``, slice groups (3 -> 9 slices).
+        slices_per_group: ``S``, channels per group (3).
+        fusion: ``"conv"`` (concatenate + 1x1 convolution, module docstring) or ``"mean"``.
+
+    Attributes:
+        in_channels: ``G * S``, the channels the input must have.
+        out_channels: the trunk's.
+        strides: the trunk's.
+    """
+
+    def __init__(
+        self, body: nn.Module, groups: int = 3, slices_per_group: int = 3, fusion: str = "conv"
+    ) -> None:
+        super().__init__()
+        if groups < 1 or slices_per_group < 1:
+            raise ValueError(
+                f"groups = {groups}, slices_per_group = {slices_per_group}: need both >= 1"
+            )
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion = {fusion!r}: use one of {FUSIONS}")
+        self.body = body
+        self.groups = int(groups)
+        self.slices_per_group = int(slices_per_group)
+        self.in_channels = self.groups * self.slices_per_group
+        self.fusion = fusion
+        self.out_channels: tuple[int, ...] = tuple(int(c) for c in body.out_channels)  # type: ignore[union-attr]
+        self.strides: tuple[int, ...] = tuple(getattr(body, "strides", ()))
+        self.fuse = nn.ModuleList()
+        if fusion == "conv":
+            for c in self.out_channels:
+                conv = nn.Conv2d(self.groups * c, c, kernel_size=1)
+                with torch.no_grad():
+                    conv.weight.zero_()
+                    nn.init.zeros_(conv.bias)  # type: ignore[arg-type]  # bias=True
+                    eye = torch.eye(c) / self.groups  # (C, C)
+                    for g in range(self.groups):
+                        conv.weight[:, g * c : (g + 1) * c, 0, 0] = eye
+                self.fuse.append(conv)
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        """``Tensor[B, G * S, H, W]`` -> fused maps ``[Tensor[B, C_l, H_l, W_l]]``, finest first."""
+        if images.ndim != 4 or int(images.shape[1]) != self.in_channels:
+            raise ValueError(
+                f"multi-slice backbone expects images (B, {self.in_channels}, H, W) "
+                f"({self.groups} groups of {self.slices_per_group} slices), got "
+                f"{tuple(images.shape)}: set the dataset's num_neighbors to "
+                f"{(self.in_channels - 1) // 2} or model.slice_groups to match"
+            )
+        b, _, h, w = images.shape
+        x = images.reshape(b * self.groups, self.slices_per_group, h, w)  # (B G, S, H, W)
+        out = []
+        for level, f in enumerate(self.body(x)):
+            c, fh, fw = int(f.shape[1]), int(f.shape[2]), int(f.shape[3])
+            if self.fusion == "mean":
+                out.append(f.view(b, self.groups, c, fh, fw).mean(dim=1))  # (B, C, H_l, W_l)
+            else:
+                cat = f.reshape(b, self.groups * c, fh, fw)  # (B, G C, H_l, W_l), group-major
+                out.append(self.fuse[level](cat))  # (B, C, H_l, W_l)
+        return out
+
+    def wrap_blocks(self, wrapper: Any) -> None:
+        """The trunk's :meth:`~ssmd.models.backbones.resnet.ResNetFeatures.wrap_blocks`."""
+        self.body.wrap_blocks(wrapper)  # type: ignore[operator]
+
+    def stages(self) -> list[nn.Module]:
+        """The trunk's stages."""
+        return list(self.body.stages())  # type: ignore[operator]
+
+
+def multislice_builder(base: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """The multi-slice variant of a registered detector builder (module docstring).
+
+    The new builder reads the base builder's config keys except ``in_channels`` (each group
+    has 3), plus ``slice_groups`` (``G``, default 3 = 9 slices) and ``slice_fusion``; it
+    builds the base detector for 3 channels and replaces its ``backbone`` by a
+    :class:`SliceGroupBackbone` around it. ``pretrained_weights`` load into the shared trunk.
+    """
+    sig = inspect.signature(base)
+    kept = [p for p in sig.parameters.values() if p.name != "in_channels"]
+    extra = [
+        inspect.Parameter(
+            "slice_groups", inspect.Parameter.KEYWORD_ONLY, default=3, annotation=int
+        ),
+        inspect.Parameter(
+            "slice_fusion", inspect.Parameter.KEYWORD_ONLY, default="conv", annotation=str
+        ),
+    ]
+
+    def builder(*, slice_groups: int = 3, slice_fusion: str = "conv", **kwargs: Any) -> nn.Module:
+        model = base(in_channels=3, **kwargs)
+        trunk = model.backbone
+        if not isinstance(trunk, nn.Module):
+            raise TypeError(f"{type(model).__name__} has no backbone module to wrap")
+        model.backbone = SliceGroupBackbone(trunk, int(slice_groups), 3, slice_fusion)
+        return model
+
+    builder.__signature__ = sig.replace(parameters=kept + extra)  # type: ignore[attr-defined]
+    builder.__name__ = f"{getattr(base, '__name__', 'detector')}_3dce"
+    builder.__doc__ = (
+        f"3DCE multi-slice variant of ``{getattr(base, '__name__', base)}``: "
+        ":func:`ssmd.models.backbones.multislice.multislice_builder`."
+    )
+    return builder
