@@ -28,9 +28,10 @@ def add_check_arguments(q: argparse.ArgumentParser) -> None:
     q.add_argument(
         "--dup-threshold",
         type=int,
-        default=64,
+        default=16,
         metavar="BITS",
-        help="near-identical = dHash (256 bits) distance <= BITS (default 64; -1: identical only)",
+        help="near-identical = dHash (256 bits) distance <= BITS (default 16: near-copies; "
+        "64 is ssmd data split's grouping for BUSI; -1: pixel-identical only)",
     )
 
 
