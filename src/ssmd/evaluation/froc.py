@@ -81,6 +81,7 @@ __all__ = [
     "froc_curve",
     "froc_from_coco",
     "froc_match",
+    "froc_result",
     "interpolate_sensitivity",
 ]
 
@@ -405,6 +406,12 @@ def _result(match: FROCMatch, fp_rates: tuple[float, ...]) -> FROCResult:
         num_lesions=match.num_lesions,
         match=match,
     )
+
+
+def froc_result(match: FROCMatch, fp_rates: Iterable[float] = DEFAULT_FP_RATES) -> FROCResult:
+    """The curve, sensitivities at ``fp_rates`` and CPM of a matching made elsewhere (e.g. the
+    LUNA16 sphere rule of :mod:`ssmd.evaluation.luna16`), read off as :func:`froc` does."""
+    return _result(match, _check_rates(fp_rates))
 
 
 def froc(
