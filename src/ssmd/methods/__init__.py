@@ -7,6 +7,7 @@ from ssmd.methods import focalmix as _focalmix  # noqa: F401  (registers "focalm
 from ssmd.methods import mil as _mil  # noqa: F401  (registers "mil")
 from ssmd.methods import online_teacher as _online_teacher  # noqa: F401  (registers "online_teacher")
 from ssmd.methods import pseudo_label as _pseudo_label  # noqa: F401  (registers "pseudo_label")
+from ssmd.methods import slice_labels as _slice_labels  # noqa: F401  (registers "label_propagation")
 from ssmd.methods import ssmd as _ssmd  # noqa: F401  (registers "ssmd")
 from ssmd.methods import supervised as _supervised  # noqa: F401  (registers "supervised")
 from ssmd.methods.base import METHODS, Method, build_method
