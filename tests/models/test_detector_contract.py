@@ -54,8 +54,12 @@ def _retinanet() -> nn.Module:
 def test_capabilities_of_retinanet_and_of_a_proposal_detector() -> None:
     retina = _retinanet()
     assert isinstance(retina, Detector)
-    assert detector_capabilities(retina) == frozenset(CAPABILITIES)
+    assert detector_capabilities(retina) == frozenset(CAPABILITIES) - {"region_scores"}
     assert detector_capabilities(ProposalDetector()) == {"losses", "detections"}
+    from ssmd.models.detectors.faster_rcnn import build_faster_rcnn
+
+    frcnn = build_faster_rcnn("resnet18", width_multiplier=0.25, fpn_channels=16)
+    assert detector_capabilities(frcnn) == {"losses", "detections", "region_scores"}
     assert detector_capabilities(nn.Linear(2, 2)) == frozenset()
 
 

@@ -11,6 +11,7 @@ multi-stage recipe (``Method.recipe``, e.g. pseudo-labeling) it runs that recipe
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from ssmd.data import build_dataset
 from ssmd.data.datasets.base import DetectionDataset
 from ssmd.data.datasets.coco import to_coco_dict
 from ssmd.data.factory import DATASET_FORMATS
-from ssmd.data.splits import Split
+from ssmd.data.splits import Split, make_split
 from ssmd.data.transforms import (
     Compose,
     Normalize,
@@ -191,7 +192,10 @@ def build_data(config: dict[str, Any], split: Split | None = None) -> DataBundle
         )
     else:
         count = sp.get("labeled_count")
-        split = dataset.draw_split(
+        # a format with its own split rules says so with draw_split (BUSI: duplicate groups
+        # on one side, only abnormal images strong); the others take make_split
+        draw = getattr(dataset, "draw_split", None)
+        split = (draw if callable(draw) else functools.partial(make_split, dataset))(
             seed=int(sp["seed"]),
             fractions=(float(sp["train"]), float(sp["val"]), float(sp["test"])),
             labeled_ratio=float(sp["labeled_ratio"]),

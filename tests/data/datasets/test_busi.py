@@ -277,6 +277,41 @@ def test_busi_split_strong_counts(busi: Path) -> None:
         busi_split(ds, seed=0, fractions=(0.6, 0.2, 0.2), strong=4)
 
 
+def test_samples_carry_the_image_label_as_a_region_class(busi: Path) -> None:
+    ds = BUSIDataset(busi)
+    got = {ds.file_names[i]: ds[i].image_label for i in range(len(ds))}
+    assert got == {
+        "benign/benign (1).png": 1,
+        "benign/benign (2).png": 1,
+        "malignant/malignant (1).png": 2,
+        "normal/normal (1).png": 0,
+        "normal/normal (2).png": 0,
+    }
+    view = ds.subset([2, 4])
+    assert [view.image_class(0), view.image_class(1)] == [ds.image_class(2), ds.image_class(4)]
+
+
+def test_config_split_of_busi_is_busi_split(busi: Path) -> None:
+    from ssmd.config import load_config
+    from ssmd.tasks.detection import build_data
+
+    cfg = load_config(
+        None,
+        [
+            "data.format=busi",
+            f"data.root={busi}",
+            "split.train=0.6",
+            "split.val=0.2",
+            "split.test=0.2",
+            "split.labeled_count=1",
+        ],
+    )
+    split = build_data(cfg).split
+    ds = BUSIDataset(busi)
+    assert split.to_dict() == busi_split(ds, 0, (0.6, 0.2, 0.2), strong=1).to_dict()
+    assert len(split.labeled) == 1 and not split.labeled[0].startswith("normal")
+
+
 # ---------------------------------------------------------------------- real BUSI
 @pytest.fixture
 def busi_real() -> Path:

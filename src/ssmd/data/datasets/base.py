@@ -28,7 +28,7 @@ import abc
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -37,9 +37,6 @@ from torch.utils.data import Dataset
 from ssmd.data.io import read_image
 from ssmd.structures.sample import Sample
 from ssmd.utils.errors import DataError
-
-if TYPE_CHECKING:
-    from ssmd.data.splits import Split
 
 __all__ = [
     "DetectionDataset",
@@ -257,28 +254,6 @@ class DetectionDataset(Dataset[Sample], abc.ABC):
         """
         self._check_index(i)
         return {}
-
-    def draw_split(
-        self,
-        seed: int = 0,
-        fractions: Sequence[float] = (0.8, 0.1, 0.1),
-        labeled_ratio: float = 1.0,
-        labeled_count: int | None = None,
-    ) -> Split:
-        """A train/val/test + labeled/unlabeled split of this dataset (the config's ``split``).
-
-        The default is :func:`~ssmd.data.splits.make_split`; a format with its own rules
-        overrides it (BUSI: duplicate groups on one side, only abnormal images strong).
-        """
-        from ssmd.data.splits import make_split
-
-        return make_split(
-            self,
-            seed=seed,
-            fractions=fractions,
-            labeled_ratio=labeled_ratio,
-            labeled_count=labeled_count,
-        )
 
     def image_class(self, i: int) -> int | None:
         """Image-level class index of image ``i`` (``Sample.image_label``), ``None`` if none.
