@@ -53,6 +53,56 @@ ALPHA_SCHEDULES = ("static", "gradual")
 BATCHINGS = ("combined", "alternating")
 
 
+def moi_rules(model: nn.Module, normal: str, benign: str, malignant: str) -> dict[int, str]:
+    """Region class -> MoI rule: 0 normal, 1 benign, ``K`` malignant (``K = 2`` for BUSI).
+
+    Raises:
+        ValueError: a rule not in :data:`ssmd.losses.mil.MOI_RULES` (named by its key).
+    """
+    for key, rule in (("moi_normal", normal), ("moi_benign", benign), ("moi_malignant", malignant)):
+        if rule not in MOI_RULES:
+            raise ValueError(f"method.{key} = {rule!r}: one of {', '.join(MOI_RULES)}")
+    k = int(getattr(model, "num_classes", 2))
+    if k < 1:
+        raise ValueError(f"MIL needs a detector with >= 1 foreground class, got {k}")
+    rules = {0: normal, 1: benign}
+    rules[k] = malignant if k > 1 else benign
+    return rules
+
+
+def weak_mil_loss(
+    model: nn.Module, weak: Batch, rules: dict[int, str], weak_normal: bool = True
+) -> tuple[Tensor, dict[str, float]]:
+    """``L_ws`` of a weak batch through ``model``'s region scores, and its statistics.
+
+    ``model(images, with_roi=True).roi_cls_logits`` over each image's proposals goes to
+    :func:`ssmd.losses.mil.mil_loss`; with ``weak_normal=False`` images labelled normal are
+    left out.
+
+    Raises:
+        ValueError: a weak image without an image label (named by its path).
+    """
+    keep = []
+    for i, lab in enumerate(weak.image_labels):
+        if lab is None:
+            raise ValueError(
+                f"MIL needs an image-level label on every weak image; {weak.paths[i]} has "
+                "none (use a format with image labels, e.g. data.format=busi)"
+            )
+        if lab != 0 or weak_normal:
+            keep.append(i)
+    if not keep:
+        zero = weak.images.new_zeros(())
+        return zero, {"images": 0.0, "no_region": 0.0, "moi_correct": 0.0, "p_label": 0.0}
+    images = weak.images[keep] if len(keep) < len(weak) else weak.images
+    outputs = model(images, with_roi=True)
+    logits = cast(Tensor, outputs.roi_cls_logits)  # (sum P_i, K+1)
+    counts = [int(p.shape[0]) for p in outputs.proposals]
+    per_image = list(torch.split(logits, counts))  # P_i x (K+1) each
+    labels = [int(cast(int, weak.image_labels[i])) for i in keep]
+    return mil_loss(per_image, labels, rules)
+
+
 @METHODS.register("mil")
 class MIL(Method):
     """Strong Faster R-CNN losses + ``alpha`` times MIL on weak images (module docstring).
@@ -105,23 +155,11 @@ class MIL(Method):
             raise ValueError(f"method.ramp_fraction = {ramp_fraction!r}: must be in [0, 1]")
         if batching not in BATCHINGS:
             raise ValueError(f"method.batching = {batching!r}: one of {', '.join(BATCHINGS)}")
-        for key, rule in (
-            ("moi_normal", moi_normal),
-            ("moi_benign", moi_benign),
-            ("moi_malignant", moi_malignant),
-        ):
-            if rule not in MOI_RULES:
-                raise ValueError(f"method.{key} = {rule!r}: one of {', '.join(MOI_RULES)}")
-        k = int(getattr(model, "num_classes", 2))
-        if k < 1:
-            raise ValueError(f"MIL needs a detector with >= 1 foreground class, got {k}")
+        self.rules = moi_rules(model, moi_normal, moi_benign, moi_malignant)
         self.alpha = float(alpha)
         self.alpha_schedule = alpha_schedule
         self.ramp_fraction = float(ramp_fraction)
         self.batching = batching
-        # region class -> rule: 0 normal, 1 benign, K malignant (K = 2 for BUSI)
-        self.rules: dict[int, str] = {0: moi_normal, 1: moi_benign}
-        self.rules[k] = moi_malignant if k > 1 else moi_benign
         self.weak_normal = bool(weak_normal)
 
     def alpha_at(self, step: int, max_iters: int) -> float:
@@ -131,30 +169,8 @@ class MIL(Method):
         return self.alpha * sigmoid_rampup(step, round(self.ramp_fraction * max_iters))
 
     def weak_loss(self, weak: Batch) -> tuple[Tensor, dict[str, float]]:
-        """``L_ws`` of a weak batch and its statistics (:func:`ssmd.losses.mil.mil_loss`).
-
-        Raises:
-            ValueError: a weak image without an image label (named by its path).
-        """
-        keep = []
-        for i, lab in enumerate(weak.image_labels):
-            if lab is None:
-                raise ValueError(
-                    f"MIL needs an image-level label on every weak image; {weak.paths[i]} has "
-                    "none (use a format with image labels, e.g. data.format=busi)"
-                )
-            if lab != 0 or self.weak_normal:
-                keep.append(i)
-        if not keep:
-            zero = weak.images.new_zeros(())
-            return zero, {"images": 0.0, "no_region": 0.0, "moi_correct": 0.0, "p_label": 0.0}
-        images = weak.images[keep] if len(keep) < len(weak) else weak.images
-        outputs = self.model(images, with_roi=True)
-        logits = cast(Tensor, outputs.roi_cls_logits)  # (sum P_i, K+1)
-        counts = [int(p.shape[0]) for p in outputs.proposals]
-        per_image = list(torch.split(logits, counts))  # P_i x (K+1) each
-        labels = [int(cast(int, weak.image_labels[i])) for i in keep]
-        return mil_loss(per_image, labels, self.rules)
+        """``L_ws`` of a weak batch and its statistics (:func:`weak_mil_loss`)."""
+        return weak_mil_loss(self.model, weak, self.rules, self.weak_normal)
 
     def training_step(
         self, labeled: Batch, unlabeled: Batch | None, step: int, max_iters: int

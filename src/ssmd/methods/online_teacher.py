@@ -500,10 +500,22 @@ class OnlineTeacher(Method):
         weak = weak_view(unlabeled.images, unlabeled.image_sizes, self.weak_flip)
         detections = self.teacher_detections(weak.images, weak.image_sizes)
         thr = float(self.pseudo_threshold)
-        keep = [d["scores"] >= thr for d in detections]
+        keep = [
+            (d["scores"] >= thr) & self.allowed_labels(unlabeled, i, d["labels"])
+            for i, d in enumerate(detections)
+        ]
         boxes = [d["boxes"][k].detach() for d, k in zip(detections, keep, strict=True)]
         labels = [d["labels"][k].detach() for d, k in zip(detections, keep, strict=True)]
         return weak, weak.transform.inverse().apply(boxes), labels
+
+    def allowed_labels(self, unlabeled: Batch, i: int, labels: Tensor) -> Tensor:
+        """Which teacher detections of unlabeled image ``i`` (by class) may become pseudo
+        boxes; all of them here (a subclass with image labels gates them)."""
+        return torch.ones_like(labels, dtype=torch.bool)
+
+    def keep_empty_image(self, unlabeled: Batch, i: int) -> bool:
+        """Whether unlabeled image ``i`` without a pseudo box is trained as background."""
+        return self.keep_empty
 
     def unsupervised_loss(self, unlabeled: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         """The student's detector loss on its strong view with the teacher's pseudo boxes.
@@ -521,7 +533,7 @@ class OnlineTeacher(Method):
         boxes = [b[k] for b, k in zip(boxes, ok, strict=True)]
         labels = [lab[k] for lab, k in zip(labels, ok, strict=True)]
         counts = [len(b) for b in boxes]
-        kept = [i for i, n in enumerate(counts) if self.keep_empty or n > 0]
+        kept = [i for i, n in enumerate(counts) if n > 0 or self.keep_empty_image(unlabeled, i)]
         b_u = max(1, len(counts))
         stats = {
             "pseudo_boxes_per_image": torch.tensor(sum(counts) / b_u, dtype=torch.float64),
