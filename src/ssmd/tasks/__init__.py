@@ -7,6 +7,7 @@ method, how to train it (all its stages), evaluate and load its checkpoints and 
 from __future__ import annotations
 
 from ssmd.tasks import classification as _classification  # noqa: F401  (registers "classification")
+from ssmd.tasks import ct_slices as _ct_slices  # noqa: F401  (registers recipe "ct_slices")
 from ssmd.tasks import detection as _detection  # noqa: F401  (registers "detection")
 from ssmd.tasks import mil_self_training as _mil_self_training  # noqa: F401  (recipe)
 from ssmd.tasks import pseudo_label as _pseudo_label  # noqa: F401  (registers recipe "pseudo_label")
