@@ -128,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--viz-score", type=float, default=0.3, help="minimum score of a drawn box")
+    p.add_argument(
+        "--backend",
+        default="pytorch",
+        choices=("pytorch", "onnxruntime"),
+        help="onnxruntime: --checkpoint is an .onnx file from ssmd export (needs the onnx extra)",
+    )
 
     p = sub.add_parser(
         "evaluate",
@@ -345,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="a claimed cell whose lock was not refreshed for this long is taken over (default 1800; same-host dead workers are detected at once)",
     )
+    from ssmd.cli.export import add_export_parser
+
+    add_export_parser(sub)
     p = sub.add_parser(
         "pretrain",
         help="self-supervised pretraining of a backbone on unlabeled images (SimCLR, VICRegL)",
@@ -385,10 +394,9 @@ def _load_source(
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from ssmd.cli.data_check import precheck_config
     from ssmd.config import load_config
     from ssmd.tasks import get_task
-
-    from ssmd.cli.data_check import precheck_config
 
     config = load_config(args.config, args.overrides)
     args.log_dir = config["output_dir"]  # where an unexpected error's traceback goes
@@ -401,7 +409,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> tuple[Any, list[dict[str, Any]], dict[str, Any]]:
     from ssmd.tasks.detection import load_model, predict_dataset
 
-    model, state = load_model(args.checkpoint, which=args.model)
+    if getattr(args, "backend", "pytorch") == "onnxruntime":
+        from ssmd.cli.export import load_onnx_detector
+
+        model, state = load_onnx_detector(args.checkpoint)
+    else:
+        model, state = load_model(args.checkpoint, which=args.model)
     dataset = _load_source(
         args.format, args.src, args.image_root, getattr(args, "annotations", None)
     )
@@ -435,7 +448,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from ssmd.cli.classification import checkpoint_task
     from ssmd.evaluation import predictions_to_coco_results
 
-    other = _task_command(checkpoint_task(args.checkpoint), "predict")
+    onnx = args.backend == "onnxruntime"
+    other = None if onnx else _task_command(checkpoint_task(args.checkpoint), "predict")
     if other is not None:
         return other(args)
     dataset, preds, _ = _predict(args)
@@ -544,10 +558,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_data(args: argparse.Namespace) -> int:
     if args.data_command == "convert":
+        from ssmd.cli.data_check import precheck
         from ssmd.data.datasets.coco import write_coco
         from ssmd.data.datasets.luna16 import write_volume_json
-
-        from ssmd.cli.data_check import precheck
 
         dataset = _load_source(args.format, args.src, args.image_root, args.annotations)
         precheck(dataset, what=" data convert")  # a bad file fails here, named
@@ -670,6 +683,12 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from ssmd.cli.export import cmd_export
+
+    return cmd_export(args)
+
+
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from ssmd.pretrain.job import load_pretrain_config, run_pretraining
 
@@ -704,6 +723,7 @@ def main(argv: list[str] | None = None) -> int:
         "demo": _cmd_demo,
         "experiment": _cmd_experiment,
         "pretrain": _cmd_pretrain,
+        "export": _cmd_export,
     }
     from ssmd.config import ConfigError
     from ssmd.engine.checkpoint import CheckpointError

@@ -574,8 +574,10 @@ def check_dataset(
                     "warning",
                     g.members[0],
                     "image",
-                    list(g.members),
-                    f"{what} images{conflict}: keep them on one side of a split",
+                    f"{len(g.members)} images",
+                    f"{what} to {', '.join(g.members[1:4])}"
+                    + (f" and {len(g.members) - 4} more" if len(g.members) > 4 else "")
+                    + f"{conflict}: keep them on one side of a split",
                 )
             )
     cache.save()
