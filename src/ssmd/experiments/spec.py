@@ -380,15 +380,15 @@ def load_experiment(path: str | Path, output_dir: str | Path | None = None) -> E
             load_config(base, [*exp.overrides, *spec.overrides])
     except ConfigError as exc:
         raise ConfigError(f"{src}: {exc}") from exc
-    if base_cfg.get("task", "detection") == "detection":
-        from ssmd.methods import METHODS
+    from ssmd.tasks import get_task
 
-        for i, spec in enumerate(methods):
-            if spec.name not in METHODS.names():
-                raise _fail(
-                    src,
-                    f"methods[{i}].name",
-                    spec.name,
-                    f"unknown method; known: {sorted(METHODS.names())}",
-                )
+    known = get_task(base_cfg).methods.names()  # the methods of the file's task
+    for i, spec in enumerate(methods):
+        if spec.name not in known:
+            raise _fail(
+                src,
+                f"methods[{i}].name",
+                spec.name,
+                f"unknown method of task {base_cfg.get('task', 'detection')!r}; known: {sorted(known)}",
+            )
     return exp
