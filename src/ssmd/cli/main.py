@@ -355,6 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_export_parser(sub)
     p = sub.add_parser(
+        "report",
+        help="one self-contained HTML page for a training run or an experiment folder",
+        description="Write DIR (a run folder of ssmd train, or an experiment folder with results.csv) as one HTML file with everything inlined: metrics / Table-1 tables with p-values, training curves, FROC and precision-recall, best and worst test overlays, the config and the commands that reproduce it.",
+    )
+    p.add_argument("dir", metavar="DIR", help="run folder or experiment folder")
+    p.add_argument("--out", default="report.html", help="HTML file to write (default report.html)")
+    p = sub.add_parser(
         "pretrain",
         help="self-supervised pretraining of a backbone on unlabeled images (SimCLR, VICRegL)",
         description="Pretrain the backbone of a training config (its model section) on the images of its split (pretrain.part: unlabeled, train or all; labels unused) and write pretrain.output_dir/backbone.pt, which model.pretrained_weights loads into that detector or classifier. Needs the pretrain extra: pip install 'ssmd[pretrain]'.",
@@ -683,6 +690,14 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from ssmd.experiments.html_report import write_html_report
+
+    out = write_html_report(args.dir, args.out)
+    print(f"wrote {out} ({out.stat().st_size // 1024} KiB, self-contained)")
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from ssmd.cli.export import cmd_export
 
@@ -724,6 +739,7 @@ def main(argv: list[str] | None = None) -> int:
         "experiment": _cmd_experiment,
         "pretrain": _cmd_pretrain,
         "export": _cmd_export,
+        "report": _cmd_report,
     }
     from ssmd.config import ConfigError
     from ssmd.engine.checkpoint import CheckpointError
