@@ -31,7 +31,8 @@ class Method(nn.Module, abc.ABC):
     Subclasses set :attr:`uses_unlabeled`, :attr:`defaults` (their config keys
     with default values) and :attr:`requires` (the detector capabilities they use, from
     :data:`ssmd.models.detectors.base.CAPABILITIES`: ``"losses"``, ``"detections"``,
-    ``"dense_maps"``; checked by :func:`build_method`) and implement :meth:`training_step`.
+    ``"dense_maps"``; checked by :func:`build_method`; :attr:`requires_any`: at least one of
+    these, e.g. CSD's dense maps or region scores) and implement :meth:`training_step`.
     A method trained in several stages names its recipe in :attr:`recipe` (e.g.
     ``"pseudo_label"``); the task runs that recipe's stages (:meth:`ssmd.tasks.base.Task.stages`).
     """
@@ -40,6 +41,7 @@ class Method(nn.Module, abc.ABC):
     recipe: ClassVar[str | None] = None
     defaults: ClassVar[dict[str, Any]] = {}
     requires: ClassVar[tuple[str, ...]] = ()
+    requires_any: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -88,11 +90,19 @@ def build_method(name: str, model: nn.Module, params: dict[str, Any] | None = No
         ValueError: a parameter the method does not declare (``method.<key>``).
     """
     cls = METHODS.get(name)
-    if cls.requires:
+    if cls.requires or cls.requires_any:
         have = detector_capabilities(model)
-        runs = [n for n in METHODS.names() if set(METHODS.get(n).requires) <= have]
+        runs = [n for n in METHODS.names() if _runs_on(METHODS.get(n), have)]
         check_capabilities(name, cls.requires, model, alternatives=runs)
+        if cls.requires_any and not set(cls.requires_any) & have:
+            check_capabilities(name, cls.requires_any[:1], model, alternatives=runs)
     return cls(model, **merged_method_params(name, cls.defaults, params))
+
+
+def _runs_on(cls: type[Method], have: frozenset[str]) -> bool:
+    return set(cls.requires) <= have and (
+        not cls.requires_any or bool(set(cls.requires_any) & have)
+    )
 
 
 def merged_method_params(
