@@ -24,6 +24,7 @@ import yaml
 __all__ = [
     "CLASSIFICATION_DEFAULTS",
     "DEFAULTS",
+    "DETECTION3D_DEFAULTS",
     "OPEN_SECTIONS",
     "TASK_DEFAULTS",
     "ConfigError",
@@ -229,6 +230,99 @@ CLASSIFICATION_DEFAULTS: dict[str, Any] = {
 }
 
 
+DETECTION3D_DEFAULTS: dict[str, Any] = {
+    # selects these defaults instead of DEFAULTS (issue 22: 3D nodule detection)
+    "task": "detection3d",
+    "seed": 0,
+    "output_dir": "runs/detection3d",
+    "method": {"name": "supervised"},
+    "data": {
+        # synthetic_ct (generated, cached) | luna16 (root = folder of <seriesuid>.mhd)
+        "format": "synthetic_ct",
+        "root": None,
+        # luna16: the annotations.csv (seriesuid,coordX,coordY,coordZ,diameter_mm)
+        "annotations": None,
+        # where synthetic volumes are kept
+        "cache_dir": None,
+        "synthetic": {
+            "n_volumes": 60,
+            "seed": 0,
+            "fov_mm": 96.0,
+            "max_nodules": 3,
+            "diameter_mm": [3.0, 30.0],
+        },
+        # isotropic voxel size after loading, mm (LUNA16 pipelines resample too)
+        "spacing": 1.5,
+        # HU window to [0, 1] (ssmd.data.volumes.intensity.HU_WINDOWS)
+        "window": "luna16",
+        # (x - mean) / std after the window
+        "mean": 0.2,
+        "std": 0.2,
+        # training patches (D, H, W), multiples of the detector's coarsest stride (16)
+        "patch_size": [48, 48, 48],
+        # probability of a patch around a nodule (else a random, mostly negative, patch)
+        "pos_fraction": 0.5,
+        # fraction of a box's volume inside a patch for it to be kept
+        "min_visible": 0.5,
+    },
+    "split": {
+        "train": 0.6,
+        "val": 0.2,
+        "test": 0.2,
+        "labeled_ratio": 1.0,
+        "seed": 0,
+        "manifest": None,
+    },
+    "model": {
+        "name": "retinanet3d",
+        "widths": [16, 32, 64, 128],
+        "blocks": [1, 1, 1],
+        "fpn_channels": 32,
+        "head_convs": 1,
+        "anchor_sizes": [3, 6, 12],
+        "score_thresh": 0.05,
+        "nms_thresh": 0.1,
+        "topk_candidates": 200,
+        "detections_per_img": 100,
+    },
+    # probability of a flip along each of x, y, z
+    "augment": {"flip": 0.5},
+    "train": {
+        "max_iters": 600,
+        "batch_size": 2,
+        "unlabeled_batch_size": None,
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "weight_decay": 1e-4,
+        "momentum": 0.9,
+        "schedule": "step",
+        "step_at": 0.75,
+        "gamma": 0.1,
+        "warmup_iters": 50,
+        "grad_clip": 10.0,
+        "eval_every": 200,
+        "checkpoint_every": 200,
+        "log_every": 20,
+        "tensorboard": False,
+        "progress": True,
+        "threads": None,
+    },
+    "eval": {
+        "fp_rates": [0.125, 0.25, 0.5, 1, 2, 4, 8],
+        # metric of the validation part that selects best.pt
+        "select_metric": "CPM",
+        # sliding-window inference over whole volumes
+        "patch_size": [64, 64, 64],
+        "overlap": [16, 16, 16],
+        "batch_size": 2,
+        "nms_thresh": 0.1,
+        "detections": 100,
+        # bootstrap resamples of the test scans (LUNA16's script: 1000); 0 for none
+        "n_boot": 1000,
+    },
+}
+
+
 class ConfigError(ValueError):
     """A bad configuration value or key; the message names the file (if any), key and value."""
 
@@ -236,6 +330,7 @@ class ConfigError(ValueError):
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "detection": DEFAULTS,
     "classification": CLASSIFICATION_DEFAULTS,
+    "detection3d": DETECTION3D_DEFAULTS,
 }
 """The default config of each task, by the name a config's ``task`` key holds
 (:attr:`ssmd.tasks.base.Task.defaults` reads it; the tables live here so that loading a
@@ -245,6 +340,7 @@ config needs no model code)."""
 OPEN_SECTIONS: dict[str, tuple[str, ...]] = {
     "detection": ("method", "model"),
     "classification": ("method",),
+    "detection3d": ("method", "model"),
 }
 """Sections of each task's config that take keys beyond its defaults: every method declares
 its own parameters, and a detector (``model.name``) its own model keys, checked when the
