@@ -47,7 +47,7 @@ def test_export_then_predict_with_onnxruntime_matches_pytorch(
     assert rc == 0 and onnx_file.is_file() and "max |difference|" in out
     diff = float(out.rsplit("max |difference|", 1)[1].strip())
     assert diff < 1e-4
-    src = ["--format", "synthetic", "3"]
+    src = ["--format", "synthetic", "2"]
     assert (
         main(["predict", "--checkpoint", str(ckpt), *src, "--out", str(tmp_path / "a.json")]) == 0
     )
@@ -82,3 +82,43 @@ def test_onnxruntime_backend_refuses_a_pytorch_checkpoint(
     args = ["predict", "--backend", "onnxruntime", "--checkpoint", str(ckpt)]
     assert main([*args, "--format", "synthetic", "2", "--out", str(tmp_path / "x.json")]) == 2
     assert "needs an .onnx file" in capsys.readouterr().err
+
+
+def test_a_classifier_exports_and_predicts_the_same_probabilities(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import csv
+
+    from ssmd.tasks.classification import build_classification_model
+
+    config = load_config(None, ["task=classification"])
+    torch.manual_seed(0)
+    model = build_classification_model(config["model"], 3, 1)
+    ckpt = save_checkpoint(
+        {
+            "kind": "ssmd-model",
+            "task": "classification",
+            "config": config,
+            "model": model.state_dict(),
+            "num_classes": 3,
+            "in_channels": 1,
+            "class_names": ["a", "b", "c"],
+            "multi_label": False,
+        },
+        tmp_path / "best.pt",
+    )
+    onnx_file = tmp_path / "cls.onnx"
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(onnx_file)]) == 0
+    assert "classification" in capsys.readouterr().out
+    src = ["--format", "synthetic_cls", "6"]
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    assert main(["predict", "--checkpoint", str(ckpt), *src, "--out", str(a)]) == 0
+    onnx_args = ["--backend", "onnxruntime", "--checkpoint", str(onnx_file)]
+    assert main(["predict", *onnx_args, *src, "--out", str(b)]) == 0
+    rows_a = list(csv.reader(a.open()))
+    rows_b = list(csv.reader(b.open()))
+    assert rows_a[0] == rows_b[0] == ["image", "predicted", "prob_a", "prob_b", "prob_c"]
+    assert len(rows_a) == len(rows_b) == 7
+    for ra, rb in zip(rows_a[1:], rows_b[1:], strict=True):
+        assert ra[:2] == rb[:2]
+        assert max(abs(float(u) - float(v)) for u, v in zip(ra[2:], rb[2:], strict=True)) < 1e-4

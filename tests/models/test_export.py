@@ -50,12 +50,25 @@ def _synthetic(n: int, size: int = 128) -> torch.Tensor:
     return (x - 0.5) / 0.25  # (N, 3, H, W), normalised as the default config
 
 
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[torch.nn.Module, Path]]:
+    """One export per activation, shared by the tests of this module (exporting is the slow part)."""
+    out = {}
+    for activation in ("softmax", "sigmoid"):
+        model = _detector(activation)
+        folder = tmp_path_factory.mktemp(activation)
+        out[activation] = (
+            model,
+            export_detector(model, folder / "m.onnx", {"model": {}}, (128, 128)),
+        )
+    return out
+
+
 @pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
 def test_onnxruntime_matches_pytorch_and_gives_the_same_detections(
-    tmp_path: Path, activation: str
+    exported: dict[str, tuple[torch.nn.Module, Path]], activation: str
 ) -> None:
-    model = _detector(activation)
-    path = export_detector(model, tmp_path / "m.onnx", {"model": {}}, (128, 128))
+    model, path = exported[activation]
     onnx_model = OnnxDetector(path, threads=1)
     x = _synthetic(3)  # (3, 3, 128, 128)
     with torch.no_grad():
@@ -77,9 +90,10 @@ def test_onnxruntime_matches_pytorch_and_gives_the_same_detections(
         torch.testing.assert_close(h["scores"], w["scores"], atol=1e-4, rtol=0)
 
 
-def test_the_graph_takes_other_input_sizes(tmp_path: Path) -> None:
-    model = _detector()
-    path = export_detector(model, tmp_path / "m.onnx", {"model": {}}, (128, 128))
+def test_the_graph_takes_other_input_sizes(
+    exported: dict[str, tuple[torch.nn.Module, Path]],
+) -> None:
+    model, path = exported["softmax"]
     x = _synthetic(1, 256)[:, :, :, :128]  # (1, 3, 256, 128): another size than exported
     with torch.no_grad():
         want = model.postprocess(model(x))

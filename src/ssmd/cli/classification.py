@@ -53,7 +53,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ssmd.models.gradcam import write_gradcam_overlays
     from ssmd.tasks.classification import Normalizer, load_classifier, predict_probabilities
 
-    model, state = load_classifier(args.checkpoint, which=args.model)
+    if getattr(args, "backend", "pytorch") == "onnxruntime":
+        from ssmd.cli.export import load_onnx_classifier
+
+        if args.viz:
+            raise ValueError("--viz (Grad-CAM) needs gradients: use --backend pytorch")
+        model, state = load_onnx_classifier(args.checkpoint)
+    else:
+        model, state = load_classifier(args.checkpoint, which=args.model)
     config = state["config"]
     dataset = _source(args.format, args.src, config)
     norm = Normalizer(config["data"]["mean"], config["data"]["std"], dataset.in_channels)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-__all__ = ["add_export_parser", "cmd_export", "load_onnx_detector"]
+__all__ = [
+    "add_export_parser",
+    "cmd_export",
+    "load_onnx_classifier",
+    "load_onnx_detector",
+    "onnx_task",
+]
 
 
 def add_export_parser(sub: Any) -> None:
@@ -55,7 +61,28 @@ def load_onnx_detector(path: str) -> tuple[Any, dict[str, Any]]:
     """
     from ssmd.models.export import OnnxDetector
 
-    if not str(path).endswith(".onnx"):
-        raise ValueError(f"--backend onnxruntime needs an .onnx file (ssmd export), got {path}")
+    _check_suffix(path)
     model = OnnxDetector(path)
     return model, {"config": model.config}
+
+
+def _check_suffix(path: str) -> None:
+    if not str(path).endswith(".onnx"):
+        raise ValueError(f"--backend onnxruntime needs an .onnx file (ssmd export), got {path}")
+
+
+def onnx_task(path: str) -> str:
+    """The task of an ``.onnx`` file from ``ssmd export`` (``detection`` / ``classification``)."""
+    from ssmd.models.export import onnx_kind
+
+    _check_suffix(path)
+    return onnx_kind(path)
+
+
+def load_onnx_classifier(path: str) -> tuple[Any, dict[str, Any]]:
+    """``(classifier, state)`` for ``ssmd predict --backend onnxruntime`` with a classifier."""
+    from ssmd.models.export import OnnxClassifier
+
+    _check_suffix(path)
+    model = OnnxClassifier(path)
+    return model, {"config": model.config, "class_names": model.class_names}

@@ -455,8 +455,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from ssmd.cli.classification import checkpoint_task
     from ssmd.evaluation import predictions_to_coco_results
 
-    onnx = args.backend == "onnxruntime"
-    other = None if onnx else _task_command(checkpoint_task(args.checkpoint), "predict")
+    if args.backend == "onnxruntime":
+        from ssmd.cli.export import onnx_task
+
+        task = onnx_task(args.checkpoint)
+    else:
+        task = checkpoint_task(args.checkpoint)
+    other = _task_command(task, "predict")
     if other is not None:
         return other(args)
     dataset, preds, _ = _predict(args)

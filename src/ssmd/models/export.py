@@ -55,6 +55,7 @@ __all__ = [
     "RetinaNetExport",
     "export_classifier",
     "export_detector",
+    "onnx_kind",
     "require",
     "select_detections",
 ]
@@ -310,6 +311,15 @@ def _metadata(session: Any, path: str | Path) -> dict[str, str]:
     return meta
 
 
+def onnx_kind(path: str | Path) -> str:
+    """``"detection"`` or ``"classification"``: what ``ssmd export`` wrote into ``path``.
+
+    Raises:
+        ValueError: not an ONNX file, or not one written by ``ssmd export``.
+    """
+    return _metadata(_session(path, 1), path)["ssmd.kind"]
+
+
 class OnnxDetector:
     """An exported RetinaNet run by onnxruntime, with the detector's ``forward`` /
     ``postprocess`` interface (what :func:`ssmd.models.predict.predict_samples` calls).
@@ -393,6 +403,16 @@ class OnnxClassifier:
         self.config: dict[str, Any] = json.loads(meta["ssmd.config"])
         self.multi_label = bool(json.loads(meta["ssmd.multi_label"]))
         self.class_names: list[str] = json.loads(meta["ssmd.class_names"])
+
+    training = False
+
+    def eval(self) -> OnnxClassifier:
+        return self
+
+    def train(self, mode: bool = True) -> OnnxClassifier:
+        if mode:
+            raise ValueError("an ONNX classifier cannot be trained")
+        return self
 
     def __call__(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """``(logits (B, K), probabilities (B, K))``."""
