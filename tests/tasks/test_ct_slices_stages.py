@@ -14,12 +14,15 @@ from ssmd.tasks.detection import run_training
 
 TINY = [
     "method.name=label_propagation",
-    "method.n_series=5",
+    "method.n_series=4",
     "method.num_neighbors=1",  # 3 channels: one group
     "method.mine=true",
     "method.tau=0.0",  # an untrained detector: any overlap propagates
     "method.alpha=0.0",
+    "method.distill=true",
+    "method.distill_threshold=0.0",
     "method.tta_scales=[1.0]",
+    "method.tta_hflip=false",
     "data.format=synthetic_slices",
     "data.synthetic.image_size=64",
     "data.input_size=128",
@@ -51,10 +54,12 @@ def test_recipe_runs_writes_coco_with_provenance_and_resumes(
     assert set(record) >= {"info", "images", "annotations", "categories", "stats"}
     algos = {a["provenance"]["algorithm"] for a in record["annotations"]}
     assert ct.LP in algos  # tau = 0: every overlapping prediction propagates
+    assert ct.DD in algos  # threshold 0: every ensemble detection is kept
     for a in record["annotations"]:
         assert a["image_id"] in {im["id"] for im in record["images"]}
         assert len(a["bbox"]) == 4 and a["bbox"][2] > 0
-        assert "key_file_name" in a["provenance"]
+        if a["provenance"]["algorithm"] != ct.DD:  # LP / MM boxes name their key slice
+            assert "key_file_name" in a["provenance"]
     q = record["stats"]["propagation"]["quality_vs_hidden_truth"]
     assert q["boxes"] == sum(
         1 for a in record["annotations"] if a["provenance"]["algorithm"] == ct.LP
@@ -86,9 +91,11 @@ def test_recipe_runs_writes_coco_with_provenance_and_resumes(
 
 def test_bad_recipe_settings_are_named(tmp_path: Path) -> None:
     base = [f"output_dir={tmp_path / 'r'}", *TINY]
-    with pytest.raises(ConfigError, match=r"method\.propagate and method\.mine"):
+    with pytest.raises(ConfigError, match=r"method\.propagate, method\.mine and method\.distill"):
         ct.ct_slices_stages(
-            load_config(None, [*base, "method.propagate=false", "method.mine=false"])
+            load_config(
+                None, [*base, "method.propagate=false", "method.mine=false", "method.distill=false"]
+            )
         )
     with pytest.raises(ConfigError, match=r"method\.tau"):
         ct.ct_slices_stages(load_config(None, [*base, "method.tau=2"]))

@@ -194,6 +194,8 @@ class SliceLabels(Supervised):
     defaults: ClassVar[dict[str, Any]] = {
         "propagate": True,  # Algorithm 1
         "mine": False,  # Algorithm 2
+        "distill": False,  # the paper's data-distillation baseline on the neighbour slices
+        "distill_threshold": 0.9,
         "tau": 0.5,
         "alpha": 0.9,
         "adjacent_score": 0.0,

@@ -12,7 +12,9 @@ recipe ``ct_slices``; the detection task runs its three resumable stages:
    :func:`~ssmd.methods.slice_labels.propagate_labels` (Algorithm 1, ``method.propagate``)
    labels them; with ``method.mine`` it predicts every key slice and its two neighbours with
    the test-time ensemble (:func:`ssmd.models.tta.ensemble_predict`, ``method.tta_*``) and
-   :func:`~ssmd.methods.slice_labels.mine_missing` (Algorithm 2) adds the missing boxes. The
+   :func:`~ssmd.methods.slice_labels.mine_missing` (Algorithm 2) adds the missing boxes; with
+   ``method.distill`` the paper's data-distillation baseline labels the same neighbour slices
+   with the ensemble's detections of score ``>= method.distill_threshold`` (0.9). The
    file is COCO JSON (``bbox`` ``xywh`` in original pixels, ``score``) whose every annotation
    carries its ``provenance`` (algorithm, rule, key slice, offset, source predictions), plus
    ``stats``: counts and, where the dataset knows the hidden truth (the synthetic default),
@@ -79,6 +81,7 @@ __all__ = [
 
 LP = "label_propagation"
 MM = "missing_gt_mining"
+DD = "data_distillation"
 
 
 def recipe_params(config: dict[str, Any]) -> dict[str, Any]:
@@ -196,7 +199,7 @@ class CTStage1(Stage1):
 
 
 def _labels_key(p: dict[str, Any]) -> dict[str, Any]:
-    keys = ("propagate", "mine", "tau", "alpha", "adjacent_score", "neighbour_offsets",
+    keys = ("propagate", "mine", "distill", "distill_threshold", "tau", "alpha", "adjacent_score", "neighbour_offsets",
             "tta_scales", "tta_hflip", "tta_nms", "num_neighbors")  # fmt: skip
     return {k: p[k] for k in keys}
 
@@ -280,15 +283,15 @@ class SliceLabelStage(Stage):
                 }
             )
 
+        pairs = []  # (key index, neighbour index, offset): the slices Algorithm 1 labels
+        key_set = set(labeled)
+        for i in labeled:
+            for d in p["neighbour_offsets"]:
+                for off in (int(d), -int(d)):
+                    j = neighbour_of(ds, i, off)
+                    if j is not None and j not in key_set:
+                        pairs.append((i, j, off))
         if p["propagate"]:
-            pairs = []  # (key index, neighbour index, offset)
-            key_set = set(labeled)
-            for i in labeled:
-                for d in p["neighbour_offsets"]:
-                    for off in (int(d), -int(d)):
-                        j = neighbour_of(ds, i, off)
-                        if j is not None and j not in key_set:
-                            pairs.append((i, j, off))
             targets = sorted({j for _, j, _ in pairs})
             preds = predict_samples(
                 model,
@@ -327,6 +330,26 @@ class SliceLabelStage(Stage):
                 stats["propagation"]["quality_vs_hidden_truth"] = box_quality(
                     [torch.cat(found[j]) for j in order], [torch.cat(truth[j]) for j in order]
                 )
+        if p["distill"]:
+            thr = float(p["distill_threshold"])
+            targets = sorted({j for _, j, _ in pairs})
+            kept, everything = [], []
+            for j in targets:
+                out = _tta(model, data.samples, j, config, p)
+                confident = out["scores"] >= thr
+                for b, sc in zip(
+                    out["boxes"][confident], out["scores"][confident].tolist(), strict=True
+                ):
+                    add(j, b, sc, {
+                        "algorithm": DD, "rule": f"ensemble score >= {thr}",
+                        "tta": {"scales": p["tta_scales"], "hflip": p["tta_hflip"]},
+                    })  # fmt: skip
+                kept.append(out["boxes"][confident].reshape(-1, 4))
+                if callable(hidden):
+                    everything.append(hidden(j)[0])
+            stats["distillation"] = {"slices": len(targets), "boxes": sum(len(k) for k in kept)}
+            if callable(hidden):
+                stats["distillation"]["quality_vs_hidden_truth"] = box_quality(kept, everything)
         if p["mine"]:
             mined_all, missing_all = [], []
             deleted = 0
@@ -473,10 +496,14 @@ class Retrain(Stage):
 def ct_slices_stages(config: dict[str, Any]) -> list[Stage]:
     """Stage 1, slice labels, retraining (module docstring); checks the parameters first."""
     p = recipe_params(config)
-    if not (p["propagate"] or p["mine"]):
+    if not (p["propagate"] or p["mine"] or p["distill"]):
         raise ConfigError(
-            "method.propagate and method.mine are both false: label_propagation has nothing "
-            "to add (use method.name=supervised for the baseline)"
+            "method.propagate, method.mine and method.distill are all false: "
+            "label_propagation has nothing to add (use method.name=supervised for the baseline)"
+        )
+    if not 0.0 <= float(p["distill_threshold"]) <= 1.0:
+        raise ConfigError(
+            f"method.distill_threshold = {p['distill_threshold']!r}: expected a score in [0, 1]"
         )
     for key, lo, hi in (("tau", 0.0, 1.0), ("alpha", 0.0, 1.0), ("adjacent_score", 0.0, 1.0)):
         if not lo <= float(p[key]) <= hi:
