@@ -14,10 +14,66 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from ssmd.structures.sample import Batch, Sample, collate
 
-__all__ = ["BatchStream", "PreparedSamples"]
+__all__ = ["BatchStream", "PermutationSampler", "PreparedSamples"]
+
+
+class PermutationSampler:
+    """Shuffled index batches without repeats: a fresh permutation per epoch, remainder dropped.
+
+    The sampler of the classification and pretraining streams (the detection
+    :class:`BatchStream` keeps its per-epoch seeded order, which the committed detection
+    cells were trained with). Its generator is exposed (:attr:`generator`) because a stream
+    may draw its augmentation from it too; :meth:`state_dict` holds the generator state, the
+    epoch, the position and the permutation, so a resumed stream continues exactly.
+
+    Args:
+        indices: the dataset positions drawn from (at least ``min_batch``).
+        batch_size: indices per batch, capped at ``len(indices)`` and raised to ``min_batch``.
+        seed: generator seed.
+        min_batch: the smallest batch the stream accepts (2 for contrastive views).
+    """
+
+    def __init__(
+        self, indices: Sequence[int], batch_size: int, seed: int, min_batch: int = 1
+    ) -> None:
+        if len(indices) < max(1, min_batch):
+            raise ValueError(
+                f"a batch stream needs at least {max(1, min_batch)} image(s), got {len(indices)}"
+            )
+        self.indices = torch.as_tensor(list(indices), dtype=torch.long)
+        self.batch_size = max(min_batch, min(int(batch_size), len(self.indices)))
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.epoch = 0
+        self.pos = 0
+        self.perm = torch.randperm(len(self.indices), generator=self.generator)
+
+    def take(self) -> Tensor:
+        """The next batch of dataset positions ``Tensor[batch_size]`` (int64)."""
+        if self.pos + self.batch_size > len(self.perm):
+            self.epoch += 1
+            self.pos = 0
+            self.perm = torch.randperm(len(self.indices), generator=self.generator)
+        idx = self.indices[self.perm[self.pos : self.pos + self.batch_size]]
+        self.pos += self.batch_size
+        return idx
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "generator": self.generator.get_state(),
+            "epoch": self.epoch,
+            "pos": self.pos,
+            "perm": self.perm.clone(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.epoch = int(state["epoch"])
+        self.pos = int(state["pos"])
+        self.perm = state["perm"].clone()
 
 
 class PreparedSamples:

@@ -49,6 +49,7 @@ import yaml
 from torch import Tensor, nn
 
 from ssmd.config import ConfigError, apply_overrides, deep_merge, dump_config, load_config
+from ssmd.engine.loader import PermutationSampler
 from ssmd.engine.trainer import HookBase, Trainer
 from ssmd.pretrain.base import PRETRAIN_METHODS, PretrainMethod, build_pretrain_method
 from ssmd.pretrain.views import AUGMENT_KEYS, MultiViewAugment, ViewBatch, augment_from_config
@@ -320,42 +321,26 @@ class ViewStream:
         seed: int,
         augment: MultiViewAugment,
     ) -> None:
-        if len(indices) < 2:
-            raise ValueError("a view stream needs at least two images")
         self.images = images
-        self.indices = torch.as_tensor(list(indices), dtype=torch.long)
-        self.batch_size = max(2, min(int(batch_size), len(self.indices)))
+        self.sampler = PermutationSampler(indices, batch_size, seed, min_batch=2)
         self.augment = augment
-        self.generator = torch.Generator().manual_seed(int(seed))
-        self.epoch = 0
-        self.pos = 0
-        self.perm = torch.randperm(len(self.indices), generator=self.generator)
+
+    @property
+    def batch_size(self) -> int:
+        return self.sampler.batch_size
 
     def __iter__(self) -> ViewStream:
         return self
 
     def __next__(self) -> ViewBatch:
-        if self.pos + self.batch_size > len(self.perm):
-            self.epoch += 1
-            self.pos = 0
-            self.perm = torch.randperm(len(self.indices), generator=self.generator)
-        idx = self.indices[self.perm[self.pos : self.pos + self.batch_size]]
-        self.pos += self.batch_size
+        idx = self.sampler.take()
         return self.augment([self.images[int(i)] for i in idx], idx)
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "generator": self.generator.get_state(),
-            "epoch": self.epoch,
-            "pos": self.pos,
-            "perm": self.perm.clone(),
-        }
+        return self.sampler.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
-        self.epoch = int(state["epoch"])
-        self.pos = int(state["pos"])
-        self.perm = state["perm"].clone()
+        self.sampler.load_state_dict(state)
 
 
 # ---------------------------------------------------------------------------- model

@@ -32,6 +32,7 @@ from ssmd.data.classification.base import CLASSIFICATION_FORMATS
 from ssmd.data.splits import Split
 from ssmd.engine.checkpoint import CheckpointError, load_checkpoint, network_weights
 from ssmd.engine.hooks import standard_hooks
+from ssmd.engine.loader import PermutationSampler
 from ssmd.engine.optim import build_optimizer, build_scheduler, seed_everything
 from ssmd.engine.resume import resume_trainer
 from ssmd.engine.trainer import Trainer
@@ -100,29 +101,25 @@ class ClassBatchStream:
         normalize: Callable[[Tensor], Tensor],
         with_labels: bool,
     ) -> None:
-        if not indices:
-            raise ValueError("a batch stream needs at least one image")
         self.dataset = dataset
-        self.indices = torch.as_tensor(list(indices), dtype=torch.long)
-        self.batch_size = max(1, min(int(batch_size), len(self.indices)))
+        self.sampler = PermutationSampler(indices, batch_size, seed)
         self.augment = augment
         self.normalize = normalize
         self.with_labels = with_labels
-        self.generator = torch.Generator().manual_seed(int(seed))
-        self.epoch = 0
-        self.pos = 0
-        self.perm = torch.randperm(len(self.indices), generator=self.generator)
+
+    @property
+    def batch_size(self) -> int:
+        return self.sampler.batch_size
+
+    @property
+    def generator(self) -> torch.Generator:
+        return self.sampler.generator
 
     def __iter__(self) -> ClassBatchStream:
         return self
 
     def __next__(self) -> ClassBatch:
-        if self.pos + self.batch_size > len(self.perm):
-            self.epoch += 1
-            self.pos = 0
-            self.perm = torch.randperm(len(self.indices), generator=self.generator)
-        idx = self.indices[self.perm[self.pos : self.pos + self.batch_size]]
-        self.pos += self.batch_size
+        idx = self.sampler.take()
         x, y = self.dataset.tensors(idx.numpy())
         x = self.normalize(x)  # (B, C, H, W)
         return ClassBatch(
@@ -133,18 +130,10 @@ class ClassBatchStream:
         )
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "generator": self.generator.get_state(),
-            "epoch": self.epoch,
-            "pos": self.pos,
-            "perm": self.perm.clone(),
-        }
+        return self.sampler.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
-        self.epoch = int(state["epoch"])
-        self.pos = int(state["pos"])
-        self.perm = state["perm"].clone()
+        self.sampler.load_state_dict(state)
 
 
 def build_classification_dataset_from_config(data_cfg: dict[str, Any]) -> ClassificationDataset:
