@@ -1,4 +1,9 @@
-"""FocalMix in 2D (Wang et al., CVPR 2020; the SSMD paper's re-implementation, Sec. 4.3).
+"""FocalMix in 2D and 3D (Wang et al., CVPR 2020; the SSMD paper's re-implementation, Sec. 4.3).
+
+The same code serves images and volumes (``spatial_dims`` of the detector): in 3D the ``K``
+augmentations are the 8 flips of the three axes (:data:`AUGMENTATIONS_3D`, FocalMix's own
+setting: ``K = 8`` flips of CT patches, Table 3b), object MixUp resizes patches trilinearly,
+and every ``(B, N, 4)`` below is ``(B, N, 6)``.
 
 One training step on ``B`` labeled and ``B`` unlabeled images (both padded to one size):
 
@@ -84,10 +89,41 @@ from ssmd.models.detectors.retinanet import DenseOutputs, RetinaNet
 from ssmd.models.ema import ModelEma, create_teacher
 from ssmd.structures.sample import Batch
 
-__all__ = ["AUGMENTATIONS", "FocalMix", "mix_images_and_targets", "object_mixup", "undo_flip"]
+__all__ = [
+    "AUGMENTATIONS",
+    "AUGMENTATIONS_3D",
+    "FLIP_AXES",
+    "FocalMix",
+    "mix_images_and_targets",
+    "object_mixup",
+    "undo_flip",
+]
 
 AUGMENTATIONS: tuple[str, ...] = ("none", "hflip", "vflip", "hvflip")
-"""The ``K`` augmentations of target prediction, in the order they are used."""
+"""The ``K`` augmentations of target prediction in 2D, in the order they are used."""
+
+AUGMENTATIONS_3D: tuple[str, ...] = (
+    *AUGMENTATIONS,
+    "dflip",
+    "hdflip",
+    "vdflip",
+    "hvdflip",
+)
+"""The ``K <= 8`` augmentations in 3D: the 2D ones, then the same with a flip along ``z``
+(depth, ``d``), so ``K = 2 / 4 / 8`` are FocalMix's ``x`` / ``x, y`` / ``x, y, z`` flip sets."""
+
+FLIP_AXES: dict[str, tuple[int, ...]] = {
+    "none": (),
+    "hflip": (0,),
+    "vflip": (1,),
+    "hvflip": (0, 1),
+    "dflip": (2,),
+    "hdflip": (0, 2),
+    "vdflip": (1, 2),
+    "hvdflip": (0, 1, 2),
+}
+"""Box axes (``0 = x``, ``1 = y``, ``2 = z``) each augmentation flips; box axis ``k`` is tensor
+dimension ``-1 - k``."""
 
 LABELED_LOSSES: tuple[str, ...] = ("sfl", "focal")
 """``labeled_loss`` options (module docstring)."""
@@ -97,35 +133,41 @@ TEACHERS: tuple[str, ...] = ("student", "ema")
 
 
 def _flip_images(images: Tensor, aug: str) -> Tensor:
-    if aug in ("hflip", "hvflip"):
-        images = images.flip(-1)
-    if aug in ("vflip", "hvflip"):
-        images = images.flip(-2)
-    return images
+    dims = [-1 - k for k in FLIP_AXES[aug]]
+    return images.flip(dims) if dims else images
 
 
 def undo_flip(outputs: DenseOutputs, aug: str) -> DenseOutputs:
-    """Map predictions made on a flipped image back onto the original image's anchors.
+    """Map predictions made on a flipped image (volume) back onto the original's anchors.
 
-    ``hflip``: :meth:`DenseOutputs.hflip`; ``vflip``: rows ``y -> H_l - 1 - y`` and ``dy``
-    negated (the vertical analogue; exact when the input height is a multiple of the
-    largest stride and the anchor set is symmetric under flips, as ours is).
+    For every flipped box axis ``k`` (:data:`FLIP_AXES`): positions ``i -> S_l - 1 - i`` along
+    tensor dimension ``-1 - k`` of every level and the centre offset ``d_k`` negated (sizes and
+    the other offsets unchanged) -- ``hflip`` is :meth:`DenseOutputs.hflip`. Exact when the
+    input size is a multiple of the largest stride along every flipped axis and the anchor set
+    is symmetric under flips, as ours is (cell centres ``(i + 0.5) * stride``).
+
+    Raises:
+        ValueError: an unknown augmentation, or a ``z`` flip of 2D outputs.
     """
-    if aug not in AUGMENTATIONS:
-        raise ValueError(f"unknown augmentation {aug!r}; expected one of {AUGMENTATIONS}")
-    out = outputs
-    if aug in ("hflip", "hvflip"):
-        out = out.hflip()
-    if aug in ("vflip", "hvflip"):
-        ref = out.box_deltas[0]
-        sign = torch.ones(ref.shape[2], dtype=ref.dtype, device=ref.device)  # (4,)
-        sign[1] = -1.0  # dy
-        out = DenseOutputs(
-            [t.flip(-2) for t in out.cls_logits],
-            [t.flip(-2) * sign.view(1, 1, -1, 1, 1) for t in out.box_deltas],  # (B, A, 4, H, W)
-            out.image_size,
-        )
-    return out
+    if aug not in FLIP_AXES:
+        raise ValueError(f"unknown augmentation {aug!r}; expected one of {AUGMENTATIONS_3D}")
+    axes = FLIP_AXES[aug]
+    if not axes:
+        return outputs
+    ref = outputs.box_deltas[0]
+    d = ref.shape[2] // 2  # spatial dims of the deltas (B, A, 2D, *S)
+    if max(axes) >= d:
+        raise ValueError(f"augmentation {aug!r} flips z, but the outputs are {d}D")
+    sign = torch.ones(2 * d, dtype=ref.dtype, device=ref.device)  # (2D,)
+    for k in axes:
+        sign[k] = -1.0  # the centre offset along the flipped axis
+    view = (1, 1, -1) + (1,) * (ref.ndim - 3)  # broadcast over (B, A, 2D, *S)
+    dims = [-1 - k for k in axes]
+    return DenseOutputs(
+        [t.flip(dims) for t in outputs.cls_logits],
+        [t.flip(dims) * sign.view(view) for t in outputs.box_deltas],  # (B, A, 2D, *S)
+        outputs.image_size,
+    )
 
 
 def object_mixup(
@@ -134,36 +176,43 @@ def object_mixup(
     """Object-level MixUp: blend each object patch with another object of the batch.
 
     Args:
-        images: ``Tensor[B, C, H, W]``; not modified.
-        boxes: per image ``Tensor[N_i, 4]`` ``xyxy`` pixels (annotated or confidently predicted).
+        images: ``Tensor[B, C, H, W]`` (``Tensor[B, C, D, H, W]`` in 3D); not modified.
+        boxes: per image ``Tensor[N_i, 2D]`` ``xyxy`` pixels / voxels (annotated or
+            confidently predicted).
         eta: Beta parameter of ``lambda``.
         max_objects: at most this many patches (drawn at random) are mixed per call, to bound
             the cost on images with hundreds of nuclei.
 
     Returns:
         The batch with patch ``i`` replaced by ``lambda'_i patch_i + (1 - lambda'_i)
-        resize(patch_j)``, ``j != i`` drawn at random; fewer than 2 objects: unchanged.
+        resize(patch_j)``, ``j != i`` drawn at random (bilinear, trilinear in 3D); fewer than 2
+        objects: unchanged.
     """
-    h, w = int(images.shape[-2]), int(images.shape[-1])
-    pool: list[tuple[int, int, int, int, int]] = []  # (image, x1, y1, x2, y2) integer pixels
+    d = images.dim() - 2
+    size_xyz = [int(images.shape[-1 - k]) for k in range(d)]  # W, H[, D]
+    pool: list[tuple[int, tuple[slice, ...], list[int]]] = []  # image, tensor slices, sizes
     for i, b in enumerate(boxes):
-        for x1, y1, x2, y2 in b.round().long().tolist():
-            x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
-            if x2 - x1 >= 2 and y2 - y1 >= 2:
-                pool.append((i, x1, y1, x2, y2))
+        for row in b.round().long().reshape(-1, 2 * d).tolist():
+            lo = [max(0, row[k]) for k in range(d)]
+            hi = [min(size_xyz[k], row[d + k]) for k in range(d)]
+            if all(hi[k] - lo[k] >= 2 for k in range(d)):
+                slices = tuple(slice(lo[k], hi[k]) for k in reversed(range(d)))  # ([z,] y, x)
+                pool.append((i, slices, [hi[k] - lo[k] for k in reversed(range(d))]))
     if len(pool) < 2:
         return images
+    mode = "bilinear" if d == 2 else "trilinear"
     out = images.clone()
     chosen = torch.randperm(len(pool))[:max_objects].tolist()
     partners = torch.randint(0, len(pool) - 1, (len(chosen),)).tolist()
     lams = mixup_lambda(len(chosen), eta).tolist()
     for k, j, lam in zip(chosen, partners, lams, strict=True):
         j = j if j < k else j + 1  # any other object
-        i, x1, y1, x2, y2 = pool[k]
-        ij, a1, b1, a2, b2 = pool[j]
-        other = images[ij : ij + 1, :, b1:b2, a1:a2]  # (1, C, h_j, w_j)
-        other = F.interpolate(other, size=(y2 - y1, x2 - x1), mode="bilinear", align_corners=False)
-        out[i, :, y1:y2, x1:x2] = lam * images[i, :, y1:y2, x1:x2] + (1.0 - lam) * other[0]
+        i, region, size = pool[k]
+        ij, other_region, _ = pool[j]
+        other = images[(slice(ij, ij + 1), slice(None), *other_region)]  # (1, C, *size_j)
+        other = F.interpolate(other, size=tuple(size), mode=mode, align_corners=False)
+        where = (i, slice(None), *region)
+        out[where] = lam * images[where] + (1.0 - lam) * other[0]
     return out
 
 
@@ -203,8 +252,12 @@ def mix_images_and_targets(
     )
 
 
-def _pad_to(images: Tensor, h: int, w: int) -> Tensor:
-    return F.pad(images, (0, w - int(images.shape[-1]), 0, h - int(images.shape[-2])))
+def _pad_to(images: Tensor, size: list[int]) -> Tensor:
+    """Zero-pad the spatial axes of ``images`` (``(B, C, *S)``) at their ends to ``size``."""
+    amounts: list[int] = []
+    for k in reversed(range(len(size))):  # F.pad takes the last axis first
+        amounts += [0, size[k] - int(images.shape[2 + k])]
+    return F.pad(images, amounts)
 
 
 @METHODS.register("focalmix")
@@ -217,7 +270,8 @@ class FocalMix(Method):
         alpha1: SFL weight of positive targets (0.95).
         gamma: SFL exponent (2).
         temperature: sharpening ``T`` (0.7).
-        num_augmentations: ``K`` in 1..4 (flips of :data:`AUGMENTATIONS`).
+        num_augmentations: ``K`` in 1..4 (flips of :data:`AUGMENTATIONS`), 1..8 for a 3D
+            detector (:data:`AUGMENTATIONS_3D`).
         eta: MixUp ``Beta(eta, eta)`` (0.2).
         image_mixup: image-level MixUp on/off.
         object_mixup: object-level MixUp on/off.
@@ -274,8 +328,12 @@ class FocalMix(Method):
         ema_decay: float = 0.99,
     ) -> None:
         super().__init__(model)
-        if not 1 <= int(num_augmentations) <= len(AUGMENTATIONS):
-            raise ValueError(f"method.num_augmentations = {num_augmentations!r}: expected 1..4")
+        augs = AUGMENTATIONS_3D if int(getattr(model, "spatial_dims", 2)) == 3 else AUGMENTATIONS
+        if not 1 <= int(num_augmentations) <= len(augs):
+            raise ValueError(
+                f"method.num_augmentations = {num_augmentations!r}: expected 1..{len(augs)} "
+                f"for a {getattr(model, 'spatial_dims', 2)}D detector"
+            )
         if float(temperature) <= 0 or float(eta) <= 0:
             raise ValueError(
                 f"method.temperature = {temperature!r}, method.eta = {eta!r}: both must be > 0"
@@ -301,7 +359,7 @@ class FocalMix(Method):
             raise ValueError(f"method.ema_decay = {ema_decay!r}: expected a number in [0, 1]")
         self.alpha0, self.alpha1, self.gamma = float(alpha0), float(alpha1), float(gamma)
         self.temperature = float(temperature)
-        self.augmentations = AUGMENTATIONS[: int(num_augmentations)]
+        self.augmentations = augs[: int(num_augmentations)]
         self.eta = float(eta)
         self.image_mixup = bool(image_mixup)
         self.object_mixup = bool(object_mixup)
@@ -403,9 +461,8 @@ class FocalMix(Method):
         x_l = labeled.images
         b_l = len(labeled)
         x_u = x_l[:0] if unlabeled is None or len(unlabeled) == 0 else unlabeled.images
-        h = max(int(x_l.shape[-2]), int(x_u.shape[-2]))
-        w = max(int(x_l.shape[-1]), int(x_u.shape[-1]))
-        x_l, x_u = _pad_to(x_l, h, w), _pad_to(x_u, h, w)  # (B, C, H, W) each
+        size = [max(int(a), int(b)) for a, b in zip(x_l.shape[2:], x_u.shape[2:], strict=True)]
+        x_l, x_u = _pad_to(x_l, size), _pad_to(x_u, size)  # (B, C, *S) each
 
         template: DenseOutputs
         if len(x_u):
