@@ -303,6 +303,8 @@ def _run_predictions(run: Path, config: dict[str, Any]) -> tuple[list[str], str]
         )
         index[iid] = i
     parts = [_img(png, cap) for png, cap in _pr_froc_pngs(gt, preds)]
+    if not parts:
+        parts.append("<p>no precision-recall / FROC curve: no detections or no ground truth</p>")
     ranked = sorted(gt, key=lambda iid: _image_f1(gt[iid], *preds[iid]))
     n = min(3, max(1, len(ranked) // 2))  # the best and the worst never share an image
     picks = [("worst", iid) for iid in ranked[:n]] + [("best", iid) for iid in ranked[-n:][::-1]]
