@@ -161,3 +161,26 @@ def test_coco_size_mismatch_and_class_imbalance(tmp_path: Path) -> None:
     assert rep.objects_per_category == {"big": 11, "rare": 1}
     assert any(f.field == "categories" and f.value == "rare" for f in rep.warnings)
     assert rep.empty_labeled == ["a.png"]
+
+
+def test_busi_normal_masks_agree_with_no_object_and_labels_are_counted(tmp_path: Path) -> None:
+    from ssmd.data.datasets.busi import BUSIDataset
+
+    base = tmp_path / "Dataset_BUSI_with_GT"
+    for cls in ("benign", "normal"):
+        (base / cls).mkdir(parents=True)
+    lesion = np.zeros((32, 40), np.uint8)
+    lesion[4:12, 5:20] = 255
+    same = _image(5)[:, :, 0]
+    Image.fromarray(same).save(base / "benign" / "benign (1).png")
+    Image.fromarray(lesion).save(base / "benign" / "benign (1)_mask.png")
+    Image.fromarray(same.copy()).save(base / "normal" / "normal (1).png")  # a copy, relabeled
+    Image.fromarray(np.zeros((32, 40), np.uint8)).save(base / "normal" / "normal (1)_mask.png")
+    rep = check_dataset(BUSIDataset(tmp_path))
+    assert rep.ok and rep.masks == 2
+    assert not [f for f in rep.findings if f.field == "mask.pixels"]  # normal: no object, agreed
+    assert rep.empty_labeled == ["normal/normal (1).png"]
+    assert rep.image_labels == {"benign": 1, "normal": 1}
+    assert rep.duplicates is not None and [g.conflicting for g in rep.duplicates.groups] == [True]
+    conflict = [f for f in rep.warnings if "differ" in f.message]
+    assert len(conflict) == 1 and "normal/normal (1).png" in conflict[0].message

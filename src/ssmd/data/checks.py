@@ -11,7 +11,8 @@ errors (``ssmd data check`` exits non-zero)
     match the file); a mask of another size than its image; any error the format's own
     annotation reader raises (a DSB mask with no nucleus pixel, an out-of-image box, ...).
 warnings (reported, exit 0)
-    constant (blank) images; all-background masks (an error where the format says so);
+    constant (blank) images; all-background masks of images with objects (an image the format
+    reads as empty, e.g. BUSI normal, is counted once among the labeled images without objects);
     masks with more than one nonzero value; labeled images without objects; categories
     without objects or more than :data:`IMBALANCE_RATIO` times rarer than the most frequent
     one; pixel-identical and near-identical images (:mod:`ssmd.data.duplicates`: they leak
@@ -505,12 +506,13 @@ def check_dataset(
         except DataError as exc:
             report.findings.append(Finding("error", exc.path, exc.field, exc.value, exc.reason))
             masks = []
+        mask_found: list[Finding] = []
         for mp in masks:
             minfo = cache.get(mp)
             if minfo is None:
                 minfo = _mask_info(mp)
                 cache.put(mp, minfo)
-            report.findings += _mask_findings(str(mp), minfo, size, str(rec.path))
+            mask_found += _mask_findings(str(mp), minfo, size, str(rec.path))
         report.masks += len(masks)
         labeled = ds.is_labeled(i)
         report.labeled += int(labeled)
@@ -522,6 +524,9 @@ def check_dataset(
             ann = _annotation_info(ds, i, size)
             if masks:
                 cache.put_group(ann_key, [rec.path, *masks], ann)
+        if ann.get("n") == 0:  # the format reads "no object" (BUSI normal): empty masks agree
+            mask_found = [f for f in mask_found if f.field != "mask.pixels"]
+        report.findings += mask_found
         if "error" in ann:
             path, fld, value, reason = ann["error"]
             if not any(f.path == path and f.level == "error" for f in report.findings):
