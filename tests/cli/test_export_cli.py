@@ -122,3 +122,23 @@ def test_a_classifier_exports_and_predicts_the_same_probabilities(
     for ra, rb in zip(rows_a[1:], rows_b[1:], strict=True):
         assert ra[:2] == rb[:2]
         assert max(abs(float(u) - float(v)) for u, v in zip(ra[2:], rb[2:], strict=True)) < 1e-4
+
+
+def test_export_with_nms_in_the_graph_predicts_the_same(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = _checkpoint(tmp_path)
+    onnx_file = tmp_path / "nms.onnx"
+    args = ["export", "--checkpoint", str(ckpt), "--out", str(onnx_file), "--nms-in-graph"]
+    assert main(args) == 0
+    assert "max |difference|" in capsys.readouterr().out
+    src = ["--format", "synthetic", "2", "--out"]
+    assert main(["predict", "--checkpoint", str(ckpt), *src, str(tmp_path / "a.json")]) == 0
+    onnx_args = ["--backend", "onnxruntime", "--checkpoint", str(onnx_file)]
+    assert main(["predict", *onnx_args, *src, str(tmp_path / "b.json")]) == 0
+    a = json.loads((tmp_path / "a.json").read_text())
+    b = json.loads((tmp_path / "b.json").read_text())
+    assert len(a) == len(b) > 10
+    for x, y in zip(a, b, strict=True):
+        assert (x["image_id"], x["category_id"]) == (y["image_id"], y["category_id"])
+        assert max(abs(u - v) for u, v in zip(x["bbox"], y["bbox"], strict=True)) < 1e-2

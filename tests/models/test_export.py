@@ -151,3 +151,23 @@ def test_a_foreign_onnx_file_is_named(tmp_path: Path) -> None:
     bad.write_bytes(b"not an onnx file")
     with pytest.raises(ValueError, match=r"x\.onnx"):
         OnnxDetector(bad)
+
+
+def test_nms_in_the_graph_gives_the_same_detections(tmp_path: Path) -> None:
+    import onnx
+
+    model = _detector()
+    path = export_detector(
+        model, tmp_path / "nms.onnx", {"model": {}}, (128, 128), nms_in_graph=True
+    )
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "NonMaxSuppression" in ops
+    x = _synthetic(3)
+    with torch.no_grad():
+        want = model.postprocess(model(x))
+    have = OnnxDetector(path, threads=1).predict(x)
+    assert sum(len(d["boxes"]) for d in want) > 10
+    for w, h in zip(want, have, strict=True):
+        assert torch.equal(w["labels"], h["labels"])
+        torch.testing.assert_close(h["boxes"], w["boxes"], atol=1e-3, rtol=0)
+        torch.testing.assert_close(h["scores"], w["scores"], atol=1e-4, rtol=0)

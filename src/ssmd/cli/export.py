@@ -33,6 +33,12 @@ def add_export_parser(sub: Any) -> None:
     p.add_argument(
         "--no-verify", action="store_true", help="skip the onnxruntime-vs-PyTorch comparison"
     )
+    p.add_argument(
+        "--nms-in-graph",
+        action="store_true",
+        help="detectors: end the graph with ONNX NonMaxSuppression (opset >= 10); outputs boxes, "
+        "scores, labels, batch_index (only the cap over all classes stays in Python)",
+    )
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -40,7 +46,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ssmd.tasks.export import export_checkpoint
 
     summary = export_checkpoint(
-        args.checkpoint, args.out, args.model, opset=args.opset, verify=not args.no_verify
+        args.checkpoint,
+        args.out,
+        args.model,
+        opset=args.opset,
+        verify=not args.no_verify,
+        nms_in_graph=args.nms_in_graph,
     )
     line = f"wrote {summary['out']} ({summary['task']}, {args.model} network, opset {args.opset})"
     if "max_abs_diff" in summary:

@@ -8,14 +8,18 @@ without the background column, or sigmoid) and ``boxes_l: (B, H_l W_l A, 4)`` (`
 pixels of the padded input, decoded by Eq. (3) from the level's anchors, which the graph
 computes from the feature-map sizes). That is the detector's dense output plus decode.
 
-**NMS is a post-step in Python** (:func:`select_detections`, ~20 lines; torch + torchvision,
-which ssmd needs anyway): per level the ``topk_candidates`` best (anchor, class) pairs, then
-score threshold, clipping to each image's *unpadded* size, dropping empty boxes, class-wise
-NMS and the per-image cap — exactly :meth:`RetinaNet.postprocess`. ONNX's
-``NonMaxSuppression`` (opset >= 10) could run in the graph, but matching ``postprocess``
-needs the per-image unpadded sizes before NMS and a per-image top-``detections_per_img`` over
-all classes, i.e. a loop over the batch in the graph; the post-step keeps the graph a plain
-feed-forward network that every runtime executes, and keeps the detections identical.
+**NMS: a post-step in Python by default** (:func:`select_detections`, ~20 lines; torch +
+torchvision, which ssmd needs anyway): per level the ``topk_candidates`` best (anchor, class)
+pairs, then score threshold, clipping to each image's *unpadded* size, dropping empty boxes,
+class-wise NMS and the per-image cap — exactly :meth:`RetinaNet.postprocess`, whatever the
+padding. **Or in the graph** (``nms_in_graph=True``, ``ssmd export --nms-in-graph``; ONNX
+``NonMaxSuppression``, opset >= 10; :class:`RetinaNetExportNMS`): the per-level top-k,
+threshold, clipping and class-wise NMS run in the graph, which returns ``boxes, scores,
+labels, batch_index`` of the kept detections; only the cap of ``detections_per_img`` over all
+classes is left to Python (:func:`cap_detections`: a sort). The graph clips to the padded
+input size (it is not given the unpadded sizes), so on padded images it can differ from
+``postprocess`` for boxes that cross the padding; on unpadded images it gives the same
+detections (tested).
 
 **Faster R-CNN is not exported** (:func:`export_detector` raises, saying why): its second
 stage runs on the proposals that NMS keeps for each image — a data-dependent number of
@@ -53,6 +57,8 @@ __all__ = [
     "OnnxClassifier",
     "OnnxDetector",
     "RetinaNetExport",
+    "RetinaNetExportNMS",
+    "cap_detections",
     "export_classifier",
     "export_detector",
     "onnx_kind",
@@ -121,6 +127,115 @@ class RetinaNetExport(nn.Module):
             boxes = m.box_coder.decode(flat_deltas, anchors[None])  # (B, HWA, 4)
             result += [scores, boxes]
         return tuple(result)
+
+
+def _topk_min(x: Tensor, k: int, axis: int) -> Any:
+    """``min(k, x.shape[axis])`` that stays a graph value while tracing (torchvision's trick)."""
+    if not torch.jit.is_tracing():
+        return min(k, int(x.shape[axis]))
+    n = torch._shape_as_tensor(x)[axis].unsqueeze(0)
+    return torch.min(torch.cat((torch.tensor([k], dtype=n.dtype), n), 0))
+
+
+class _NonMaxSuppression(torch.autograd.Function):
+    """ONNX ``NonMaxSuppression`` (opset >= 10; corner boxes): eager PyTorch does the same
+    with torchvision, so the traced graph and the module agree.
+
+    ``boxes (B, N, 4)``, ``scores (B, C, N)`` -> ``selected (M, 3)`` int64 rows
+    ``(batch, class, box)``: per image and class, boxes with score ``> score_thresh`` by
+    greedy NMS at IoU ``> iou``, at most ``max_out`` of them, best first.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, boxes: Tensor, scores: Tensor, max_out: Tensor, iou: Tensor, thresh: Tensor
+    ) -> Tensor:
+        from torchvision.ops import nms
+
+        rows = []
+        for b in range(int(scores.shape[0])):
+            for c in range(int(scores.shape[1])):
+                s = scores[b, c]  # (N,)
+                idx = (s > float(thresh)).nonzero().reshape(-1)
+                kept = idx[nms(boxes[b, idx], s[idx], float(iou))][: int(max_out)]
+                rows.append(
+                    torch.stack([torch.full_like(kept, b), torch.full_like(kept, c), kept], 1)
+                )
+        return torch.cat(rows) if rows else torch.zeros((0, 3), dtype=torch.int64)
+
+    @staticmethod
+    def symbolic(g: Any, boxes: Any, scores: Any, max_out: Any, iou: Any, thresh: Any) -> Any:
+        return g.op("NonMaxSuppression", boxes, scores, max_out, iou, thresh, center_point_box_i=0)
+
+
+class RetinaNetExportNMS(RetinaNetExport):
+    """RetinaNet with the whole of :meth:`RetinaNet.postprocess` but the per-image cap in the
+    graph: per-level top-k, threshold, clipping to the *input* size, class-wise ONNX
+    ``NonMaxSuppression``.
+
+    Returns ``(boxes (M, 4), scores (M,), labels (M,) int64, batch_index (M,) int64)`` for the
+    whole batch. Equal to ``postprocess`` when the images are not padded (clipping is to the
+    padded input here; :func:`ssmd.models.predict.predict_samples` clips to the original size
+    afterwards) and when an image keeps at most ``detections_per_img`` boxes per class (the
+    cap over all classes is the post-step :func:`cap_detections`).
+    """
+
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+        m = self.model
+        dense = super().forward(images)
+        all_scores, all_labels, all_boxes = [], [], []
+        for lvl in range(len(dense) // 2):
+            scores, boxes = dense[2 * lvl], dense[2 * lvl + 1]  # (B, HWA, K), (B, HWA, 4)
+            num_k = int(m.num_classes)
+            flat = scores.flatten(1)  # (B, HWA * K)
+            top_scores, top_idx = flat.topk(_topk_min(flat, m.topk_candidates, 1), dim=1)
+            anchor_idx = torch.div(top_idx, num_k, rounding_mode="floor")  # (B, k)
+            gather = anchor_idx.unsqueeze(-1).expand(-1, -1, 4)  # (B, k, 4)
+            all_boxes.append(boxes.gather(1, gather))  # (B, k, 4)
+            all_scores.append(top_scores)
+            all_labels.append(top_idx % num_k)  # 0..K-1
+        scores = torch.cat(all_scores, 1)  # (B, N')
+        labels = torch.cat(all_labels, 1)  # (B, N')
+        boxes = torch.cat(all_boxes, 1)  # (B, N', 4)
+        hw = torch._shape_as_tensor(images)[2:].to(boxes.dtype)  # (2,) = (H, W)
+        limits = torch.stack([hw[1], hw[0], hw[1], hw[0]])  # (4,) x, y, x, y
+        boxes = torch.minimum(boxes.clamp(min=0), limits)  # clip to the input
+        nonempty = (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])  # (B, N')
+        scores = scores * nonempty.to(scores.dtype)  # an empty box falls below the threshold
+        classes = torch.arange(int(m.num_classes), device=labels.device)  # (K,)
+        per_class = (labels.unsqueeze(1) == classes[None, :, None]).to(scores.dtype)  # (B, K, N')
+        class_scores = per_class * scores.unsqueeze(1)  # (B, K, N')
+        selected = _NonMaxSuppression.apply(
+            boxes,
+            class_scores,
+            torch.tensor([int(m.detections_per_img)], dtype=torch.int64),
+            torch.tensor([float(m.nms_thresh)], dtype=torch.float32),
+            torch.tensor([float(m.score_thresh)], dtype=torch.float32),
+        )  # (M, 3): batch, class, box
+        b, c, k = selected[:, 0], selected[:, 1], selected[:, 2]
+        return boxes[b, k], class_scores[b, c, k], c + 1, b
+
+
+def cap_detections(
+    boxes: Tensor,
+    scores: Tensor,
+    labels: Tensor,
+    batch_index: Tensor,
+    batch_size: int,
+    detections_per_img: int,
+    image_sizes: Sequence[Sequence[int]] | None = None,
+) -> list[dict[str, Tensor]]:
+    """The post-step of a graph with NMS: per image, best first, at most
+    ``detections_per_img`` over all classes, clipped to ``image_sizes`` when given."""
+    out = []
+    for i in range(batch_size):
+        sel = (batch_index == i).nonzero().reshape(-1)
+        order = sel[scores[sel].argsort(descending=True, stable=True)][:detections_per_img]
+        bx = boxes[order]
+        if image_sizes is not None:
+            bx = clip_boxes(bx, tuple(int(v) for v in image_sizes[i]))
+        out.append({"boxes": bx, "scores": scores[order], "labels": labels[order]})
+    return out
 
 
 def select_detections(
@@ -227,8 +342,12 @@ def export_detector(
     config: dict[str, Any],
     example_size: tuple[int, int] = (256, 256),
     opset: int = DEFAULT_OPSET,
+    nms_in_graph: bool = False,
 ) -> Path:
     """Export a RetinaNet to ONNX (module docstring); ``config`` is stored in the file's metadata.
+
+    With ``nms_in_graph`` the graph is :class:`RetinaNetExportNMS` (ONNX ``NonMaxSuppression``,
+    opset >= 10): outputs ``boxes, scores, labels, batch_index``.
 
     Raises:
         ValueError: the detector is not a 2D RetinaNet (Faster R-CNN: see the module docstring).
@@ -240,11 +359,19 @@ def export_detector(
             "NMS keeps per image (a data-dependent count fed to RoIAlign), which needs NMS and "
             "per-image dynamic shapes inside the graph; predict it with the PyTorch backend"
         )
-    wrapper = RetinaNetExport(model).eval()
     n_levels = model.anchor_generator.num_levels
-    names = [f"{kind}_{lvl}" for lvl in range(n_levels) for kind in ("scores", "boxes")]
     dynamic = {"images": {0: "batch", 2: "height", 3: "width"}}
-    dynamic.update({n: {0: "batch", 1: f"anchors_{n.split('_')[1]}"} for n in names})
+    wrapper: RetinaNetExport
+    if nms_in_graph:
+        if opset < 10:
+            raise ValueError(f"--opset {opset}: NonMaxSuppression needs opset >= 10")
+        wrapper = RetinaNetExportNMS(model).eval()
+        names = ["boxes", "scores", "labels", "batch_index"]
+        dynamic.update({n: {0: "detections"} for n in names})
+    else:
+        wrapper = RetinaNetExport(model).eval()
+        names = [f"{kind}_{lvl}" for lvl in range(n_levels) for kind in ("scores", "boxes")]
+        dynamic.update({n: {0: "batch", 1: f"anchors_{n.split('_')[1]}"} for n in names})
     post = {
         "score_thresh": float(model.score_thresh),
         "topk_candidates": int(model.topk_candidates),
@@ -252,6 +379,7 @@ def export_detector(
         "detections_per_img": int(model.detections_per_img),
         "num_classes": int(model.num_classes),
         "levels": n_levels,
+        "nms_in_graph": bool(nms_in_graph),
     }
     in_ch = int(config.get("model", {}).get("in_channels", 3) or 3)
     example = torch.zeros(2, in_ch, *example_size)  # B = 1 at 1x1 (P7) trips GroupNorm's check
@@ -348,6 +476,7 @@ class OnnxDetector:
         self.detections_per_img = int(post["detections_per_img"])
         self.num_classes = int(post["num_classes"])
         self.levels = int(post["levels"])
+        self.nms_in_graph = bool(post.get("nms_in_graph", False))
 
     def eval(self) -> OnnxDetector:
         return self
@@ -357,27 +486,41 @@ class OnnxDetector:
             raise ValueError("an ONNX detector cannot be trained")
         return self
 
-    def __call__(self, images: Tensor) -> list[tuple[Tensor, Tensor]]:
+    def __call__(self, images: Tensor) -> list[tuple[Tensor, ...]]:
         """Per level ``(scores (B, HWA, K), boxes (B, HWA, 4))`` of ``images: Tensor[B, 3, H, W]``."""
         x = np.ascontiguousarray(images.detach().cpu().numpy().astype(np.float32))
         outs = self.session.run(None, {"images": x})
-        levels = [
+        self._size = (int(images.shape[-2]), int(images.shape[-1]))  # default clip size
+        self._batch = int(images.shape[0])
+        if self.nms_in_graph:  # (boxes, scores, labels, batch_index) of the whole batch
+            return [tuple(torch.from_numpy(o) for o in outs)]
+        levels: list[tuple[Tensor, ...]] = [
             (torch.from_numpy(outs[2 * k]), torch.from_numpy(outs[2 * k + 1]))
             for k in range(self.levels)
         ]
-        self._size = (int(images.shape[-2]), int(images.shape[-1]))  # default clip size
         return levels
 
     def postprocess(
         self,
-        outputs: list[tuple[Tensor, Tensor]],
+        outputs: list[tuple[Tensor, ...]],
         image_sizes: Sequence[Sequence[int]] | None = None,
     ) -> list[dict[str, Tensor]]:
-        """:func:`select_detections` with the exported detector's settings."""
+        """:func:`select_detections` (or, with NMS in the graph, :func:`cap_detections`)."""
+        if self.nms_in_graph:
+            boxes, scores, labels, batch_index = outputs[0]
+            return cap_detections(
+                boxes,
+                scores,
+                labels,
+                batch_index,
+                self._batch,
+                self.detections_per_img,
+                image_sizes,
+            )
         b = int(outputs[0][0].shape[0])
         sizes = [self._size] * b if image_sizes is None else image_sizes
         return select_detections(
-            outputs,
+            [(lv[0], lv[1]) for lv in outputs],
             sizes,
             self.score_thresh,
             self.topk_candidates,

@@ -18,6 +18,7 @@ from ssmd.models.export import (
     DEFAULT_OPSET,
     ClassifierExport,
     RetinaNetExport,
+    RetinaNetExportNMS,
     export_classifier,
     export_detector,
     require,
@@ -36,8 +37,12 @@ def export_checkpoint(
     which: str = "student",
     opset: int = DEFAULT_OPSET,
     verify: bool = True,
+    nms_in_graph: bool = False,
 ) -> dict[str, Any]:
     """Export ``checkpoint``'s ``which`` network to ONNX at ``out``.
+
+    ``nms_in_graph``: a detector's graph ends with ONNX ``NonMaxSuppression``
+    (:class:`~ssmd.models.export.RetinaNetExportNMS`) instead of the dense decoded maps.
 
     Returns:
         ``{"task", "out", "inputs", "max_abs_diff"}`` (the last only with ``verify``).
@@ -75,8 +80,11 @@ def export_checkpoint(
 
         det, state = load_model(checkpoint, which)
         side = _pad128(int(state["config"]["data"].get("input_size", 256)))
-        path = export_detector(det, out, state["config"], (side, side), opset=opset)
-        wrapper = RetinaNetExport(det)  # type: ignore[arg-type]  # export_detector checked it
+        path = export_detector(
+            det, out, state["config"], (side, side), opset=opset, nms_in_graph=nms_in_graph
+        )
+        graph = RetinaNetExportNMS if nms_in_graph else RetinaNetExport
+        wrapper = graph(det)  # type: ignore[arg-type]  # export_detector checked it
         shape = (2, 3, side, side)
     else:
         raise ValueError(f"{checkpoint}: field 'task' = {task!r}: no ONNX export for this task")
@@ -99,6 +107,13 @@ def verify_onnx(module: torch.nn.Module, path: str | Path, images: torch.Tensor)
     got = session.run(None, {"images": images.numpy().astype(np.float32)})
     if len(got) != len(ref):
         raise ValueError(f"{path}: {len(got)} outputs, PyTorch gives {len(ref)}")
+    for g, r in zip(got, ref, strict=True):
+        if tuple(g.shape) != tuple(r.shape):
+            raise ValueError(
+                f"{path}: onnxruntime gives an output of shape {tuple(g.shape)}, PyTorch "
+                f"{tuple(r.shape)} (a different number of detections kept by NMS?)"
+            )
     return max(
-        float(np.abs(g - r.numpy()).max()) if g.size else 0.0 for g, r in zip(got, ref, strict=True)
+        float(np.abs(g.astype(np.float64) - r.numpy()).max()) if g.size else 0.0
+        for g, r in zip(got, ref, strict=True)
     )
