@@ -84,3 +84,18 @@ def test_bad_config_is_named(tmp_path: Path) -> None:
         task.train(_config(tmp_path, "data.patch_size=[32,32]"), log=lambda _: None)
     with pytest.raises(ConfigError, match=r"'val'.*holds no nodule"):
         task.train(_config(tmp_path, "data.synthetic.seed=0"), log=lambda _: None)
+
+
+def test_focalmix3d_trains_through_the_task(tmp_path: Path) -> None:
+    cfg = _config(
+        tmp_path,
+        "method.name=focalmix",
+        "method.num_augmentations=2",
+        "model.activation=softmax",
+        "split.labeled_ratio=0.34",
+        "train.max_iters=2",
+        "eval.n_boot=0",
+    )
+    summary = get_task("detection3d").train(cfg, log=lambda _: None)
+    assert summary["method"] == "focalmix" and summary["unlabeled_images"] >= 1
+    assert "CPM" in summary["test"]

@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Predict boxes for every image of SRC and write COCO results (image ids as 'ssmd data convert' assigns them).",
     )
     p.add_argument("--checkpoint", required=True, help="best.pt or last.pt of a run")
-    _add_source(p)
+    _add_source(p, volumes=True)  # luna16: a detection3d checkpoint writes a LUNA16 CSV
     p.add_argument("--out", required=True, help="COCO results JSON to write")
     p.add_argument(
         "--viz",
@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--format",
         default=None,
-        choices=FORMATS + CLS_FORMATS,
+        choices=FORMATS + CLS_FORMATS + VOLUME_FORMATS,
         help="layout of SRC (with --checkpoint); a classification checkpoint without SRC is evaluated on its run's test part",
     )
     p.add_argument(
@@ -161,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="dataset to predict on (with --checkpoint; without SRC a checkpoint is evaluated on its run's --part)",
     )
     p.add_argument("--image-root", default=None, help="image folder of a COCO SRC")
+    p.add_argument(
+        "--annotations",
+        default=None,
+        metavar="CSV",
+        help="luna16 SRC (a detection3d checkpoint): the LUNA16 annotations.csv",
+    )
     p.add_argument("--model", default="student", choices=("student", "teacher"))
     p.add_argument(
         "--part",
@@ -438,7 +444,7 @@ def _predict(args: argparse.Namespace) -> tuple[Any, list[dict[str, Any]], dict[
 def _task_command(task: str, command: str) -> Callable[[argparse.Namespace], int] | None:
     """The ``predict`` / ``evaluate`` command of a checkpoint's ``task``; None for detection,
     whose commands are this module's own."""
-    from ssmd.cli import classification
+    from ssmd.cli import classification, detection3d
     from ssmd.tasks import get_task
 
     get_task(task)  # an unknown task in a checkpoint is named
@@ -446,7 +452,8 @@ def _task_command(task: str, command: str) -> Callable[[argparse.Namespace], int
         "classification": {
             "predict": classification.cmd_predict,
             "evaluate": classification.cmd_evaluate,
-        }
+        },
+        "detection3d": {"predict": detection3d.cmd_predict, "evaluate": detection3d.cmd_evaluate},
     }
     return commands.get(task, {}).get(command)
 
@@ -508,6 +515,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     other = _task_command(checkpoint_task(args.checkpoint), "evaluate")
     if other is not None:
         return other(args)
+    if args.pred is not None and str(args.pred).lower().endswith(".csv"):  # LUNA16 submission
+        from ssmd.cli.detection3d import cmd_evaluate_csv
+
+        return cmd_evaluate_csv(args)
     if args.checkpoint and args.src is None and args.corloc:
         raise SystemExit(
             "ssmd evaluate --corloc with a checkpoint needs the images: --format F SRC"

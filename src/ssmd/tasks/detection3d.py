@@ -70,7 +70,10 @@ __all__ = [
     "build_model",
     "evaluate_part",
     "load_model",
+    "nodule_rows",
+    "normalizer",
     "predict_candidates",
+    "seriesuid_of",
     "train_once",
 ]
 
@@ -160,8 +163,12 @@ def build_data(config: dict[str, Any], split: Split | None = None) -> VolumeData
             fractions=(float(sp["train"]), float(sp["val"]), float(sp["test"])),
             labeled_ratio=float(sp["labeled_ratio"]),
         )
-    norm = _Normalize(float(config["data"]["mean"]), float(config["data"]["std"]))
-    return VolumeData(dataset, split, PreparedSamples(dataset, norm, cache=True))
+    return VolumeData(dataset, split, PreparedSamples(dataset, normalizer(config), cache=True))
+
+
+def normalizer(config: dict[str, Any]) -> Callable[[Sample], Sample]:
+    """``(x - data.mean) / data.std`` of a windowed volume sample."""
+    return _Normalize(float(config["data"]["mean"]), float(config["data"]["std"]))
 
 
 def build_model(config: dict[str, Any], num_classes: int) -> nn.Module:
@@ -192,7 +199,7 @@ def _geometry(sample: Sample) -> VolumeGeometry:
     return VolumeGeometry((x, y, z), sample.spacing, sample.origin, sample.direction)
 
 
-def _nodule_rows(dataset: DetectionDataset, i: int) -> np.ndarray:
+def nodule_rows(dataset: DetectionDataset, i: int) -> np.ndarray:
     """``(N, 4)`` world ``(x, y, z, diameter_mm)`` of the nodules of volume ``i``."""
     nodules = getattr(dataset, "nodules", None)  # SyntheticCTDataset / Luna16Dataset
     if not callable(nodules):
@@ -207,7 +214,7 @@ def _nodule_rows(dataset: DetectionDataset, i: int) -> np.ndarray:
     return np.asarray(rows, dtype=np.float64).reshape(-1, 4)
 
 
-def _seriesuid(dataset: DetectionDataset, i: int) -> str:
+def seriesuid_of(dataset: DetectionDataset, i: int) -> str:
     rec = dataset.records[i]
     return str(getattr(rec, "seriesuid", rec.file_name))
 
@@ -232,7 +239,7 @@ def predict_candidates(
                 nms_thresh=float(eval_cfg["nms_thresh"]),
                 detections=int(eval_cfg["detections"]),
             )
-            out[_seriesuid(data.dataset, i)] = detections_to_candidates(
+            out[seriesuid_of(data.dataset, i)] = detections_to_candidates(
                 _geometry(sample), det["boxes"].numpy(), det["scores"].numpy()
             )
     finally:
@@ -246,7 +253,7 @@ def evaluate_part(
     """LUNA16 FROC of ``model`` on a split part -> ``(result, candidates, nodules)``."""
     idx = data.indices(part)
     candidates = predict_candidates(model, data, idx, config["eval"])
-    nodules = {_seriesuid(data.dataset, i): _nodule_rows(data.dataset, i) for i in idx}
+    nodules = {seriesuid_of(data.dataset, i): nodule_rows(data.dataset, i) for i in idx}
     result = luna16_froc(
         nodules,
         candidates,
@@ -309,7 +316,7 @@ def train_once(
     val_part = "val" if data.split.val else "test"
     for part in dict.fromkeys([val_part, "test"] if data.split.test else [val_part]):
         idx = data.indices(part)
-        if idx and not any(len(_nodule_rows(data.dataset, i)) for i in idx):
+        if idx and not any(len(nodule_rows(data.dataset, i)) for i in idx):
             raise ConfigError(
                 f"split part {part!r} ({len(idx)} volumes) holds no nodule, so its FROC is "
                 "undefined: use more volumes (data.synthetic.n_volumes) or another split.seed"
@@ -329,6 +336,7 @@ def train_once(
         hooks,
         grad_clip=float(tcfg["grad_clip"]) if tcfg.get("grad_clip") else None,
         extra_state={
+            "task": NAME,
             "config": config,
             "split": data.split.to_dict(),
             "num_classes": num_classes,
@@ -431,9 +439,8 @@ class Detection3DTask(Task):
         """World candidates of every volume of a dataset (``source``), by seriesuid."""
         model, state = load_model(checkpoint, kwargs.pop("which", "student"))
         config = state["config"]
-        norm = _Normalize(float(config["data"]["mean"]), float(config["data"]["std"]))
         data = VolumeData(
-            source, Split([], [], [], [], [], 0), PreparedSamples(source, norm, False)
+            source, Split([], [], [], [], [], 0), PreparedSamples(source, normalizer(config), False)
         )
         return predict_candidates(model, data, range(len(source)), config["eval"])
 
