@@ -184,3 +184,15 @@ def test_busi_normal_masks_agree_with_no_object_and_labels_are_counted(tmp_path:
     assert rep.duplicates is not None and [g.conflicting for g in rep.duplicates.groups] == [True]
     conflict = [f for f in rep.warnings if "differ" in f.message]
     assert len(conflict) == 1 and "normal/normal (1).png" in conflict[0].message
+
+
+def test_a_folder_of_unlabeled_images_has_no_balance_warnings(tmp_path: Path) -> None:
+    from ssmd.data.datasets.folder import ImageFolderDataset
+
+    for k in range(2):
+        Image.fromarray(_image(k)).save(tmp_path / f"{k}.png")
+    _truncate_target = tmp_path / "1.png"
+    _truncate(_truncate_target)
+    rep = check_dataset(ImageFolderDataset(tmp_path))
+    assert rep.labeled == 0 and rep.warnings == []
+    assert [(f.path, f.field) for f in rep.errors] == [(str(_truncate_target), "image")]

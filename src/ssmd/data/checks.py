@@ -594,7 +594,7 @@ def check_dataset(
 
 def _balance_findings(report: CheckReport) -> None:
     counts = report.objects_per_category
-    if not counts:
+    if not counts or report.labeled == 0:  # a folder of unlabeled images has no balance
         return
     top = max(counts.values())
     for name, n in counts.items():
