@@ -107,7 +107,9 @@ def test_experiment_page_holds_results_csv_and_the_table1_layout(tmp_path: Path)
     assert "<i>p</i>-value (best vs second)" in text  # table.md's p-value row
     first = next(t for k, t in page.tables.items() if k != "results")
     assert first[0][:2] == ["Method", "10%"] and first[1][0] == "Supervised"
-    assert len(page.images) == 1 and page.captions == ["plot_ap"]
+    ratios = sorted({float(r["ratio"]) for r in rows})
+    assert page.captions == [f"FROC at {r:.0%} labels" for r in ratios] + ["plot_ap"]
+    assert len(page.images) == len(ratios) + 1
 
 
 def _run_folder(tmp_path: Path) -> Path:

@@ -6,7 +6,8 @@ URIs, the style sheet is inline, there is no script. Two kinds of folder:
 **an experiment folder** (``results.csv``, ``table.md``, ``runs/*/result.json``, from ``ssmd
 experiment``): ``table.md``'s Table-1 layout (mean ± std per method and labeled ratio, the
 best row, *p*-values) rendered as HTML tables, every finished cell of ``results.csv`` in one
-table, the experiment's plots (``plot_*.png``), training curves of the cells whose run folder
+table, FROC curves per labeled ratio (each method's mean ``sensitivity@r`` over its seeds, from
+``results.csv``), the experiment's plots (``plot_*.png``), training curves of the cells whose run folder
 holds a ``metrics.jsonl``, the experiment file and the commands that reproduce it.
 
 **a training run folder** (``config.yaml``, ``metrics.jsonl``, ``test_metrics.json``,
@@ -365,6 +366,42 @@ def _run_page(run: Path) -> str:
 
 
 # ---------------------------------------------------------------------------- experiments
+def _experiment_froc(
+    header: Sequence[str], rows: Sequence[dict[str, str]]
+) -> list[tuple[bytes, str]]:
+    """One FROC figure per labeled ratio: each method's mean ``sensitivity@r`` over its seeds."""
+    rates = sorted((float(h.split("@", 1)[1]), h) for h in header if h.startswith("sensitivity@"))
+    if not rates or "ratio" not in header or "label" not in header:
+        return []
+    groups: dict[str, dict[str, list[list[float]]]] = {}
+    for r in rows:
+        try:
+            values = [float(r[h]) for _, h in rates]
+        except ValueError:
+            continue
+        groups.setdefault(r["ratio"], {}).setdefault(r["label"], []).append(values)
+    out = []
+    for ratio in sorted(groups, key=float):
+        fig = Figure(figsize=(5.5, 4.0))
+        ax = fig.add_subplot(1, 1, 1)
+        for label, runs in groups[ratio].items():
+            mean = np.mean(np.array(runs), axis=0)
+            ax.plot(
+                [x for x, _ in rates],
+                mean,
+                marker="o",
+                markersize=3,
+                label=f"{label} (n={len(runs)})",
+            )
+        ax.set_xscale("log", base=2)
+        ax.set(xlabel="false positives per image", ylabel="sensitivity", ylim=(0, 1.02))
+        ax.set_title(f"FROC at {float(ratio):.0%} labels")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+        out.append((_figure_png(fig), f"FROC at {float(ratio):.0%} labels"))
+    return out
+
+
 def _experiment_page(folder: Path) -> str:
     with (folder / "results.csv").open(newline="") as fh:
         reader = csv.DictReader(fh)
@@ -392,6 +429,10 @@ def _experiment_page(folder: Path) -> str:
         f"<h2>Every finished cell ({len(rows)}, results.csv)</h2>",
         _table(shown, [[value(r[h]) for h in shown] for r in rows], "results"),
     ]
+    froc = _experiment_froc(header, rows)
+    if froc:
+        sections.append("<h2>FROC (mean sensitivity over seeds, test part)</h2>")
+        sections += [_img(png, cap) for png, cap in froc]
     plots = sorted(folder.glob("plot_*.png"))
     if plots:
         sections.append("<h2>Plots</h2>")
