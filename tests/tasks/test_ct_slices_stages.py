@@ -69,6 +69,10 @@ def test_recipe_runs_writes_coco_with_provenance_and_resumes(
     assert len(split["labeled"]) > len(
         json.loads((tmp_path / "run" / "stage1" / "split.json").read_text())["labeled"]
     )
+    # a finished stage 1 of other data is refused, naming its ct_data.json
+    other = {**config, "method": {**config["method"], "n_series": 6}}
+    with pytest.raises(ValueError, match=r"ct_data\.json.*other data"):
+        ct.CTStage1().load(other, {}, lambda _: None)
     # a second run trains only the last stage
     assert ct.SliceLabelStage().done(config)
 

@@ -177,8 +177,30 @@ def box_quality(
     }
 
 
+def _data_key(config: dict[str, Any]) -> dict[str, Any]:
+    """The recipe parameters that change stage 1's data (not in its supervised config)."""
+    p = recipe_params(config)
+    return {k: p[k] for k in ("num_neighbors", "n_series", "unannotated_fraction")}
+
+
 class CTStage1(Stage1):
-    """Stage 1 (the FPN-3DCE baseline) on the CT data of :func:`ct_data`."""
+    """Stage 1 (the FPN-3DCE baseline) on the CT data of :func:`ct_data`.
+
+    Stage 1's own config has ``method.name=supervised``, which drops the recipe's data
+    parameters (``method.num_neighbors``, ``n_series``, ``unannotated_fraction``); they are
+    written to ``<stage1>/ct_data.json`` and a reused stage 1 (``method.stage1_dir``, or a
+    finished one) must match them.
+    """
+
+    def load(self, config: dict[str, Any], previous: dict[str, Any], log: Log) -> dict[str, Any]:
+        path = self.output_dir(config) / "ct_data.json"
+        theirs = json.loads(path.read_text()) if path.is_file() else None
+        if theirs != _data_key(config):
+            raise ValueError(
+                f"{path}: {theirs!r} (missing: not a ct_slices stage 1), this recipe needs "
+                f"{_data_key(config)!r}: stage 1 was trained on other data"
+            )
+        return super().load(config, previous, log)
 
     def run(
         self,
@@ -190,11 +212,11 @@ class CTStage1(Stage1):
         stage1_dir = self.output_dir(config)
         last = stage1_dir / "last.pt"
         log(f"ct_slices: stage 1 (supervised on the labeled key slices) in {stage1_dir}")
+        data = ct_data(config)
+        stage1_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(stage1_dir / "ct_data.json", _data_key(config))
         return train_once(
-            stage1_config(config),
-            resume=last if last.is_file() else None,
-            log=log,
-            data=ct_data(config),
+            stage1_config(config), resume=last if last.is_file() else None, log=log, data=data
         )
 
 
