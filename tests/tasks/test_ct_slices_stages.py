@@ -106,3 +106,31 @@ def test_bad_recipe_settings_are_named(tmp_path: Path) -> None:
     cfg = load_config(None, [*base, "method.num_neighbors=4", f"data.root={tmp_path / 'c'}"])
     with pytest.raises(ConfigError, match=r"data.mean .* 9 channels"):
         ct.ct_data(cfg)
+
+
+LUNG_PET = Path(__file__).resolve().parents[2].parent / "shared/data/lung_pet_ct_dx"
+
+
+def test_ct_data_reads_the_deeplesion_layout_with_slice_neighbours(tmp_path: Path) -> None:
+    root = LUNG_PET / "deeplesion_format"
+    if not root.is_dir():
+        pytest.skip(f"real data not found: {root}")
+    cfg = load_config(
+        None,
+        [
+            f"output_dir={tmp_path}",
+            "method.name=label_propagation",
+            "data.format=deeplesion",
+            f"data.root={root}",
+            "data.mean=[0.2,0.2,0.2,0.2,0.2,0.2,0.2,0.2,0.2]",
+            "data.std=[0.1,0.1,0.1,0.1,0.1,0.1,0.1,0.1,0.1]",
+        ],
+    )
+    data = ct.ct_data(cfg)
+    ds = data.dataset
+    assert len(ds) == 21 and len(data.split.labeled) == 11  # slices 8-28, 13-23 boxed
+    key = ds.index_of("Images_png/900001_01_01/018.png")
+    up = ct.neighbour_of(ds, key, 1)
+    assert up is not None and ds.records[up].file_name.endswith("/019.png")
+    assert ct.neighbour_of(ds, ds.index_of("Images_png/900001_01_01/028.png"), 1) is None
+    assert data.samples[key].image.shape[0] == 9
