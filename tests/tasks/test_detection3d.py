@@ -99,3 +99,19 @@ def test_focalmix3d_trains_through_the_task(tmp_path: Path) -> None:
     summary = get_task("detection3d").train(cfg, log=lambda _: None)
     assert summary["method"] == "focalmix" and summary["unlabeled_images"] >= 1
     assert "CPM" in summary["test"]
+
+
+def test_shipped_3d_configs_load_and_build() -> None:
+    root = Path(__file__).resolve().parents[2] / "configs"
+    for name in (
+        "synthetic_ct_3d_cpu.yaml",
+        "synthetic_ct_3d_focalmix_cpu.yaml",
+        "luna16_3d_gpu.yaml",
+    ):
+        cfg = load_config(root / name)
+        model = get_task("detection3d").build_model(cfg, type("D", (), {"dataset": _OneClass()})())
+        assert model.spatial_dims == 3, name
+
+
+class _OneClass:
+    num_classes = 1

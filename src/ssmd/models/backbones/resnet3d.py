@@ -6,7 +6,7 @@ convolution (no max-pool: nodules of 2-3 voxels must survive the first stage), t
 ``num_outputs`` stages are returned, finest first, for an FPN
 (:class:`~ssmd.models.necks.fpn.FPN` with ``spatial_dims=3``). With the defaults the
 outputs have strides 4, 8, 16 -- the levels a CPU-sized 3D RetinaNet for lung nodules
-uses (MONAI's LUNA16 RetinaNet also detects on strides 4..16 of a 3D ResNet).
+uses (MONAI's LUNA16 tutorial RetinaNet detects on in-plane strides 4, 8, 16 of a 3D ResNet too).
 
 MONAI's ``monai.networks.nets.ResNet`` is the same network; it is not used here because
 ssmd's core must not need MONAI (a dev extra) and because its ``forward`` ends in a
