@@ -5,8 +5,7 @@
 Stage 1 is the baseline (``<output_dir>/stage1``), the final run the baseline + LP / MM; the
 sensitivities at 0.5, 1, 2, 4, 8 FPs per image (IoU >= 0.5) on the test key slices of both,
 and the precision / recall of the propagated and mined boxes against the hidden truth, are
-printed as JSON. (Runs the recipe directly: ``ssmd train``'s up-front data check does not know
-the generated ``synthetic_slices`` format.)
+printed as JSON (``ssmd train --config ...`` runs the same recipe and prints the final metrics).
 """
 
 from __future__ import annotations

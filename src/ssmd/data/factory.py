@@ -15,6 +15,7 @@ from ssmd.data.datasets.folder import ImageFolderDataset
 from ssmd.data.datasets.luna16 import Luna16Dataset
 from ssmd.data.datasets.synthetic import SyntheticNucleiDataset
 from ssmd.data.datasets.synthetic_ct import SyntheticCTDataset
+from ssmd.data.datasets.synthetic_slices import SyntheticSlicesDataset
 from ssmd.utils.registry import Registry
 
 __all__ = ["DATASET_FORMATS", "build_dataset"]
@@ -75,6 +76,13 @@ def _synthetic_ct(root: str | Path | None, **kw: Any) -> DetectionDataset:
     return SyntheticCTDataset(**kw)
 
 
+@DATASET_FORMATS.register("synthetic_slices")
+def _synthetic_slices(root: str | Path | None, **kw: Any) -> DetectionDataset:
+    if root is not None:
+        kw["cache_dir"] = root
+    return SyntheticSlicesDataset(**kw)
+
+
 def build_dataset(format: str, root: str | Path | None = None, **kw: Any) -> DetectionDataset:
     """Build a dataset by format name.
 
@@ -87,6 +95,8 @@ def build_dataset(format: str, root: str | Path | None = None, **kw: Any) -> Det
             ``multi_mask=``),
             ``deeplesion`` (root = the folder holding ``Images_png/``; ``info_csv=``,
             ``num_neighbors=``, ``z_spacing=``, ``window=``, ``slices=``, ``part=``),
+            ``synthetic_slices`` (root = cache folder; CT slice stacks with a hidden truth,
+            ``n_series=``, ``num_neighbors=``, ``unannotated_fraction=``),
             ``luna16`` (root = folder searched for ``<seriesuid>.mhd``; ``annotations=``
             the LUNA16 CSV; 3D: items are ``VolumeSample`` s with ``xyzxyz`` boxes).
         root: see ``format``.

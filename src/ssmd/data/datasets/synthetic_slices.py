@@ -25,7 +25,9 @@ nearest one towards the key slice (:func:`~ssmd.data.volumes.deeplesion.neighbou
 3DCE's rule), windowed by ``window`` (default the soft-tissue ``(-200, 300)`` HU -> ``[0, 1]``).
 ``slices="key"``: one sample per key slice; ``slices="all"`` (default): every slice of every
 series, non-key slices unlabeled without boxes (the slices label propagation predicts on).
-File names are ``series_XXX/ZZZ.png`` (no PNG exists: ``path`` is the series' cache file).
+File names are ``series_XXX/ZZZ.png``; no PNG is written (a record's ``path``,
+``<cache>/slices/<file_name>``, does not exist: the pixels come from the series' ``.npz``, so
+file-per-image checks skip the dataset as generated data).
 
 **Determinism and cache.** Series ``s`` of seed ``seed`` comes from
 ``Generator(PCG64(SeedSequence(seed, spawn_key=(s,))))`` alone; volumes and per-slice boxes
@@ -326,7 +328,8 @@ class SyntheticSlicesDataset(DetectionDataset):
                 names.append((f"series_{s:03d}/{z:03d}.png", s, z, is_key))
         names.sort()
         for k, (name, s, z, is_key) in enumerate(names, start=1):
-            records.append(ImageRecord(k, name, n, n, self._series_path(s)))
+            # no image file exists: the path names the sample, pixels come from the series cache
+            records.append(ImageRecord(k, name, n, n, self.cache_dir / "slices" / name))
             self.slices.append((s, z))
             labeled.append(is_key)
             self._is_key.append(is_key)
