@@ -1,5 +1,6 @@
 """``ssmd report``: a self-contained page whose tables hold the folder's numbers and whose
-images decode as non-blank PNGs (parsed HTML; no browser is installed here)."""
+images decode as non-blank PNGs (parsed HTML), and the page in a real headless Chromium when
+one is installed (Debian: ``apt-get install chromium-headless-shell``; skipped otherwise)."""
 
 from __future__ import annotations
 
@@ -196,3 +197,42 @@ def test_markdown_tables_headings_and_emphasis() -> None:
     out = markdown_to_html("### AP\n\n| a | b |\n|---|---:|\n| **x** | 1 <2 |\n\ntext *p* `c`")
     assert "<h4>AP</h4>" in out and "<td><b>x</b></td><td>1 &lt;2</td>" in out
     assert "<p>text <i>p</i> <code>c</code></p>" in out
+
+
+def _browser() -> str | None:
+    for name in ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+@pytest.mark.skipif(
+    _browser() is None,
+    reason="no headless Chromium (Debian: apt-get install chromium-headless-shell)",
+)
+def test_the_run_page_in_a_real_headless_browser(tmp_path: Path) -> None:
+    import subprocess
+
+    browser = _browser()
+    assert browser is not None
+    page = write_html_report(_run_folder(tmp_path), tmp_path / "run.html")
+    flags = [browser, "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    flags += ["--enable-logging=stderr", "--v=0", "--window-size=1100,2600"]
+    shot = tmp_path / "shot.png"
+    run = subprocess.run(
+        [*flags, f"--screenshot={shot}", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "CONSOLE" not in run.stderr  # no console message (error or other) from the page
+    dom = subprocess.run(
+        [*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=60
+    )
+    parsed = _Page()
+    parsed.feed(dom.stdout)
+    assert parsed.tables["metrics"][1:] == [["AP", "0.4321"], ["AP50", "0.8765"]]
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(np.int16)
+    colour = (pixels.max(axis=2) - pixels.min(axis=2)) > 60  # plot lines and boxes; text is grey
+    assert colour.mean() > 1e-3, colour.mean()  # figures rendered: 3.4e-3; broken images: 9e-5
