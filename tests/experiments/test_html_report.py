@@ -236,3 +236,38 @@ def test_the_run_page_in_a_real_headless_browser(tmp_path: Path) -> None:
     pixels = np.asarray(Image.open(shot).convert("RGB")).astype(np.int16)
     colour = (pixels.max(axis=2) - pixels.min(axis=2)) > 60  # plot lines and boxes; text is grey
     assert colour.mean() > 1e-3, colour.mean()  # figures rendered: 3.4e-3; broken images: 9e-5
+
+
+@pytest.mark.skipif(
+    _browser() is None,
+    reason="no headless Chromium (Debian: apt-get install chromium-headless-shell)",
+)
+def test_the_experiment_page_in_a_real_headless_browser_holds_results_csv(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    for name in ("results.csv", "table.md", "plot_ap.png"):
+        shutil.copy(RESULTS / name, folder / name)
+    page = write_html_report(folder, tmp_path / "exp.html")
+    browser = _browser()
+    assert browser is not None
+    flags = [browser, "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0"]
+    dom = subprocess.run(
+        [*flags, "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert dom.returncode == 0 and "CONSOLE" not in dom.stderr
+    parsed = _Page()
+    parsed.feed(dom.stdout)
+    with (folder / "results.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    table = parsed.tables["results"]
+    ap = table[0].index("AP")
+    assert [float(r[ap]) for r in table[1:]] == pytest.approx(
+        [float(r["AP"]) for r in rows], abs=5e-5
+    )
