@@ -110,3 +110,32 @@ def test_bad_settings_and_inputs_are_named() -> None:
     retina = build_retinanet("resnet18", width_multiplier=0.25, fpn_channels=16, num_classes=2)
     with pytest.raises(ConfigError, match="region_scores"):
         build_method("mil", retina)
+
+
+def test_start_fraction_delays_mil_and_top_proposals_limits_the_candidates() -> None:
+    from ssmd.methods.mil import mil_weight
+
+    assert mil_weight(49, 100, 0.5, "gradual", 0.2, 0.5) == 0.0
+    assert mil_weight(50, 100, 0.5, "gradual", 0.2, 0.5) == pytest.approx(0.5 * math.exp(-5))
+    assert mil_weight(60, 100, 0.5, "gradual", 0.2, 0.5) == pytest.approx(0.5 * math.exp(-1.25))
+    assert mil_weight(70, 100, 0.5, "gradual", 0.2, 0.5) == pytest.approx(0.5)
+    assert mil_weight(10, 100, 0.5, "static", 0.2, 0.0) == 0.5
+    method = build_method("mil", _model(), {"start_fraction": 0.5, "moi_top_proposals": 3})
+    method.train()
+    before = method.training_step(_batch([1]), _batch([2], boxes=False), 10, 100)
+    assert before["mil_weak_step"].item() == 0.0 and before["mil_images"].item() == 0.0
+    after = method.training_step(_batch([1]), _batch([2], boxes=False), 60, 100)
+    assert after["mil_weak_step"].item() == 1.0 and after["loss_mil"].item() > 0
+    assert isinstance(method, MIL)
+    seen: list[int] = []
+    original = method.model.roi_outputs
+
+    def spy(out: object, boxes: list[torch.Tensor]) -> object:
+        seen.extend(len(b) for b in boxes)
+        return original(out, boxes)
+
+    method.model.roi_outputs = spy  # type: ignore[method-assign]
+    method.weak_loss(_batch([2, 1], boxes=False))
+    assert seen == [3, 3]
+    with pytest.raises(ValueError, match="start_fraction"):
+        build_method("mil", _model(), {"start_fraction": 1.0})

@@ -23,6 +23,11 @@ Options (Table II of the slides):
   ``"gradual"`` (the proposed "gradual increase"; the slides give no curve: here ``alpha``
   times the ramp-up ``exp(-5 (1 - t)^2)`` over the first ``ramp_fraction`` of training,
   :func:`ssmd.methods.schedules.sigmoid_rampup`, the usual semi-supervised ramp).
+* ``start_fraction`` (not in the paper; default 0): no MIL before this share of training, then
+  the schedule above starts — the MoI is only as good as the detector that picks it, and a
+  detector trained from scratch on a few strong images picks wrong regions early on;
+  ``moi_top_proposals`` (not in the paper; default 0 = all): the MoI is chosen among the
+  ``k`` best proposals by objectness only (the RPN is trained on the strong boxes).
 * ``batching``: ``"combined"`` (the proposed single mini-batch: both streams' losses in one
   update) or ``"alternating"`` (even steps a strong mini-batch with ``L_s``, odd steps a weak
   one with ``alpha L_ws``). In ``combined`` mode the strong and weak images go through the
@@ -70,14 +75,41 @@ def moi_rules(model: nn.Module, normal: str, benign: str, malignant: str) -> dic
     return rules
 
 
+def mil_weight(
+    step: int,
+    max_iters: int,
+    alpha: float,
+    schedule: str = "gradual",
+    ramp_fraction: float = 0.5,
+    start_fraction: float = 0.0,
+) -> float:
+    """The MIL weight at ``step`` (0-based) of ``max_iters``.
+
+    0 before ``start = round(start_fraction * max_iters)``; from there ``alpha``
+    (``"static"``) or ``alpha * exp(-5 (1 - t)^2)``, ``t = (step - start) / (ramp_fraction *
+    max_iters)`` capped at 1 (``"gradual"``, :func:`ssmd.methods.schedules.sigmoid_rampup`).
+    """
+    start = round(start_fraction * max_iters)
+    if step < start:
+        return 0.0
+    if schedule == "static":
+        return float(alpha)
+    return float(alpha) * sigmoid_rampup(step - start, round(ramp_fraction * max_iters))
+
+
 def weak_mil_loss(
-    model: nn.Module, weak: Batch, rules: dict[int, str], weak_normal: bool = True
+    model: nn.Module,
+    weak: Batch,
+    rules: dict[int, str],
+    weak_normal: bool = True,
+    top_proposals: int = 0,
 ) -> tuple[Tensor, dict[str, float]]:
     """``L_ws`` of a weak batch through ``model``'s region scores, and its statistics.
 
-    ``model(images, with_roi=True).roi_cls_logits`` over each image's proposals goes to
-    :func:`ssmd.losses.mil.mil_loss`; with ``weak_normal=False`` images labelled normal are
-    left out.
+    ``model(images, with_roi=True).roi_cls_logits`` over each image's proposals (with
+    ``top_proposals > 0``: the RoI head on only the ``top_proposals`` best proposals by
+    objectness, ``model.roi_outputs``) goes to :func:`ssmd.losses.mil.mil_loss`; with
+    ``weak_normal=False`` images labelled normal are left out.
 
     Raises:
         ValueError: a weak image without an image label (named by its path).
@@ -95,9 +127,15 @@ def weak_mil_loss(
         zero = weak.images.new_zeros(())
         return zero, {"images": 0.0, "no_region": 0.0, "moi_correct": 0.0, "p_label": 0.0}
     images = weak.images[keep] if len(keep) < len(weak) else weak.images
-    outputs = model(images, with_roi=True)
-    logits = cast(Tensor, outputs.roi_cls_logits)  # (sum P_i, K+1)
-    counts = [int(p.shape[0]) for p in outputs.proposals]
+    if top_proposals > 0:  # candidates: the best proposals by objectness (best first)
+        outputs = model(images, with_roi=False)
+        boxes = [p[:top_proposals] for p in outputs.proposals]
+        logits, _ = cast(Any, model).roi_outputs(outputs, boxes)  # (sum P_i, K+1)
+        counts = [int(b.shape[0]) for b in boxes]
+    else:
+        outputs = model(images, with_roi=True)
+        logits = cast(Tensor, outputs.roi_cls_logits)  # (sum P_i, K+1)
+        counts = [int(p.shape[0]) for p in outputs.proposals]
     per_image = list(torch.split(logits, counts))  # P_i x (K+1) each
     labels = [int(cast(int, weak.image_labels[i])) for i in keep]
     return mil_loss(per_image, labels, rules)
@@ -130,6 +168,8 @@ class MIL(Method):
         "moi_benign": "most_malignant",
         "moi_malignant": "most_malignant",
         "weak_normal": True,
+        "start_fraction": 0.0,
+        "moi_top_proposals": 0,
     }
 
     def __init__(
@@ -143,6 +183,8 @@ class MIL(Method):
         moi_benign: str = "most_malignant",
         moi_malignant: str = "most_malignant",
         weak_normal: bool = True,
+        start_fraction: float = 0.0,
+        moi_top_proposals: int = 0,
     ) -> None:
         super().__init__(model)
         if not float(alpha) >= 0.0:
@@ -161,16 +203,27 @@ class MIL(Method):
         self.ramp_fraction = float(ramp_fraction)
         self.batching = batching
         self.weak_normal = bool(weak_normal)
+        if not 0.0 <= float(start_fraction) < 1.0:
+            raise ValueError(f"method.start_fraction = {start_fraction!r}: must be in [0, 1)")
+        if isinstance(moi_top_proposals, bool) or int(moi_top_proposals) < 0:
+            raise ValueError(f"method.moi_top_proposals = {moi_top_proposals!r}: must be >= 0")
+        self.start_fraction = float(start_fraction)
+        self.moi_top_proposals = int(moi_top_proposals)
 
     def alpha_at(self, step: int, max_iters: int) -> float:
-        """The MIL weight applied at ``step`` (0-based) of ``max_iters``."""
-        if self.alpha_schedule == "static":
-            return self.alpha
-        return self.alpha * sigmoid_rampup(step, round(self.ramp_fraction * max_iters))
+        """The MIL weight applied at ``step`` (0-based) of ``max_iters`` (:func:`mil_weight`)."""
+        return mil_weight(
+            step,
+            max_iters,
+            self.alpha,
+            self.alpha_schedule,
+            self.ramp_fraction,
+            self.start_fraction,
+        )
 
     def weak_loss(self, weak: Batch) -> tuple[Tensor, dict[str, float]]:
         """``L_ws`` of a weak batch and its statistics (:func:`weak_mil_loss`)."""
-        return weak_mil_loss(self.model, weak, self.rules, self.weak_normal)
+        return weak_mil_loss(self.model, weak, self.rules, self.weak_normal, self.moi_top_proposals)
 
     def training_step(
         self, labeled: Batch, unlabeled: Batch | None, step: int, max_iters: int
@@ -188,6 +241,8 @@ class MIL(Method):
             strong = cast(Any, self.model).loss(outputs, labeled.targets())
             losses.update(strong)
             total = total + sum(strong.values(), start=zero)
+        if weak_step and alpha == 0.0 and self.start_fraction > 0.0:
+            weak_step = False  # before start_fraction: the weak stream is not used yet
         if weak_step:
             l_ws, stats = self.weak_loss(unlabeled)
             losses["loss_mil"] = l_ws.detach()

@@ -27,9 +27,8 @@ import torch
 from torch import Tensor, nn
 
 from ssmd.methods.base import METHODS
-from ssmd.methods.mil import ALPHA_SCHEDULES, moi_rules, weak_mil_loss
+from ssmd.methods.mil import ALPHA_SCHEDULES, mil_weight, moi_rules, weak_mil_loss
 from ssmd.methods.online_teacher import OnlineTeacher
-from ssmd.methods.schedules import sigmoid_rampup
 from ssmd.structures.sample import Batch
 
 __all__ = ["MILTeacher"]
@@ -115,10 +114,8 @@ class MILTeacher(OnlineTeacher):
         return super().keep_empty_image(unlabeled, i)
 
     def alpha_at(self, step: int, max_iters: int) -> float:
-        """The MIL weight at ``step`` (as :meth:`ssmd.methods.mil.MIL.alpha_at`)."""
-        if self.alpha_schedule == "static":
-            return self.alpha
-        return self.alpha * sigmoid_rampup(step, round(self.ramp_fraction * max_iters))
+        """The MIL weight at ``step`` (:func:`ssmd.methods.mil.mil_weight`)."""
+        return mil_weight(step, max_iters, self.alpha, self.alpha_schedule, self.ramp_fraction)
 
     def training_step(
         self, labeled: Batch, unlabeled: Batch | None, step: int, max_iters: int
