@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import Tensor, nn
@@ -91,3 +93,23 @@ def test_faster_rcnn_3dce_trains_and_predicts_on_nine_slices() -> None:
 def test_multislice_builder_reads_no_in_channels() -> None:
     with pytest.raises(ConfigError, match="in_channels"):
         model_from_config({"name": "faster_rcnn_3dce", "in_channels": 9}, num_classes=1)
+
+
+def test_pretrained_trunk_weights_load_into_the_shared_trunk(tmp_path: Path) -> None:
+    from ssmd.models.backbones.resnet import build_resnet
+    from ssmd.models.backbones.weights import BackboneMismatchError, save_backbone_checkpoint
+
+    trunk = build_resnet("resnet18", width_multiplier=0.25, norm="gn")
+    with torch.no_grad():
+        trunk.conv1.weight.add_(1.0)
+    path = save_backbone_checkpoint(trunk, tmp_path / "trunk.pt")
+    section = {"name": "retinanet_3dce", "width_multiplier": 0.25, "backbone_norm": "gn"}
+    det = model_from_config({**section, "pretrained_weights": str(path)}, num_classes=1)
+    assert torch.equal(det.backbone.body.conv1.weight, trunk.conv1.weight)
+    fresh = SliceGroupBackbone(build_resnet("resnet18", width_multiplier=0.25, norm="gn"))
+    assert torch.equal(det.backbone.fuse[0].weight, fresh.fuse[0].weight)  # mean init kept
+    # a wrapper file of 2 groups does not load into a 3-group wrapper
+    two = model_from_config({**section, "slice_groups": 2}, num_classes=1)
+    wpath = save_backbone_checkpoint(two.backbone, tmp_path / "two.pt")
+    with pytest.raises(BackboneMismatchError, match="slice_groups"):
+        model_from_config({**section, "pretrained_weights": str(wpath)}, num_classes=1)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -97,6 +98,34 @@ class SliceGroupBackbone(nn.Module):
                 out.append(self.fuse[level](cat))  # (B, C, H_l, W_l)
         return out
 
+    @property
+    def arch(self) -> dict[str, Any]:
+        """The trunk's ``arch`` plus ``slice_groups`` and ``slice_fusion`` (backbone files)."""
+        from ssmd.models.backbones.weights import backbone_arch
+
+        return {
+            **backbone_arch(self.body),
+            "slice_groups": self.groups,
+            "slice_fusion": self.fusion,
+        }
+
+    def load_pretrained(self, path: str | Path) -> None:
+        """Load local weights: a backbone file of this wrapper (its ``arch`` has
+        ``slice_groups``: trunk and fusion, checked field by field), else trunk weights
+        (an ``ssmd pretrain`` trunk or a torchvision ResNet, e.g. ImageNet as 3DCE) into the
+        shared trunk, the fusion keeping its initialisation."""
+        from ssmd.models.backbones.weights import is_backbone_checkpoint, load_backbone_state
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"pretrained_weights file not found: {path}")
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        arch = loaded.get("arch") if is_backbone_checkpoint(loaded) else None
+        if isinstance(arch, dict) and "slice_groups" in arch:
+            load_backbone_state(self, loaded, path)
+        else:
+            self.body.load_pretrained(path)  # type: ignore[operator]
+
     def wrap_blocks(self, wrapper: Any) -> None:
         """The trunk's :meth:`~ssmd.models.backbones.resnet.ResNetFeatures.wrap_blocks`."""
         self.body.wrap_blocks(wrapper)  # type: ignore[operator]
@@ -112,7 +141,8 @@ def multislice_builder(base: Callable[..., nn.Module]) -> Callable[..., nn.Modul
     The new builder reads the base builder's config keys except ``in_channels`` (each group
     has 3), plus ``slice_groups`` (``G``, default 3 = 9 slices) and ``slice_fusion``; it
     builds the base detector for 3 channels and replaces its ``backbone`` by a
-    :class:`SliceGroupBackbone` around it. ``pretrained_weights`` load into the shared trunk.
+    :class:`SliceGroupBackbone` around it; ``pretrained_weights`` go through
+    :meth:`SliceGroupBackbone.load_pretrained` (a wrapper file, or trunk weights).
     """
     sig = inspect.signature(base)
     kept = [p for p in sig.parameters.values() if p.name != "in_channels"]
@@ -126,11 +156,15 @@ def multislice_builder(base: Callable[..., nn.Module]) -> Callable[..., nn.Modul
     ]
 
     def builder(*, slice_groups: int = 3, slice_fusion: str = "conv", **kwargs: Any) -> nn.Module:
+        weights = kwargs.pop("pretrained_weights", None)
         model = base(in_channels=3, **kwargs)
         trunk = model.backbone
         if not isinstance(trunk, nn.Module):
             raise TypeError(f"{type(model).__name__} has no backbone module to wrap")
-        model.backbone = SliceGroupBackbone(trunk, int(slice_groups), 3, slice_fusion)
+        wrapped = SliceGroupBackbone(trunk, int(slice_groups), 3, slice_fusion)
+        if weights:
+            wrapped.load_pretrained(weights)
+        model.backbone = wrapped
         return model
 
     builder.__signature__ = sig.replace(parameters=kept + extra)  # type: ignore[attr-defined]
