@@ -115,3 +115,22 @@ def test_shipped_3d_configs_load_and_build() -> None:
 
 class _OneClass:
     num_classes = 1
+
+
+def test_unlabeled_patches_never_see_the_boxes() -> None:
+    from ssmd.structures.sample import Sample
+    from ssmd.tasks.detection3d import augment_transform
+
+    cfg = load_config(None, [*TINY, "data.pos_fraction=1.0"])
+    sample = Sample(
+        torch.zeros(1, 64, 64, 64),
+        torch.tensor([[50.0, 50, 50, 60, 60, 60]]),
+        torch.tensor([1]),
+        image_id=1,
+        spatial_dims=3,
+    )
+    torch.manual_seed(0)
+    labeled = [augment_transform(cfg)(sample) for _ in range(8)]
+    assert all(len(s.boxes) == 1 for s in labeled)  # positive patches always hold the nodule
+    unlabeled = [augment_transform(cfg, labeled=False)(sample) for _ in range(8)]
+    assert all(len(s.boxes) == 0 and len(s.labels) == 0 for s in unlabeled)

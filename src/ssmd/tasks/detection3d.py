@@ -11,7 +11,8 @@ registry (``model.name: retinanet3d``) and the FROC machinery.
 One run (:func:`train_once`): volumes are read, resampled to ``data.spacing`` mm, windowed
 and normalised once and kept in memory; training draws patches of ``data.patch_size``
 (:class:`~ssmd.data.transforms.patches3d.RandomPatch3d`: positives around a nodule with
-probability ``data.pos_fraction``, else random) with random flips along x, y, z; validation
+probability ``data.pos_fraction``, else random; unlabeled volumes lose their boxes and get
+random patches only) with random flips along x, y, z; validation
 and test predict whole volumes by sliding windows
 (:func:`~ssmd.models.sliding_window.sliding_window_detect`), turn the boxes into world
 candidates and score them with LUNA16's rule (:func:`~ssmd.evaluation.luna16.luna16_froc`:
@@ -176,16 +177,28 @@ def build_model(config: dict[str, Any], num_classes: int) -> nn.Module:
     return model_from_config(config["model"], num_classes, shared=TASK_DEFAULTS[NAME]["model"])
 
 
-def augment_transform(config: dict[str, Any]) -> Callable[[Sample], Sample]:
-    """Training patches and flips (module docstring)."""
+def _drop_boxes(sample: Sample) -> Sample:
+    """An unlabeled volume without its boxes (they must not steer anything, not even patches)."""
+    empty = sample.boxes[:0]
+    return sample.replace(boxes=empty, labels=sample.labels[:0], ignore=sample.ignore[:0])
+
+
+def augment_transform(config: dict[str, Any], labeled: bool = True) -> Callable[[Sample], Sample]:
+    """Training patches and flips (module docstring).
+
+    Unlabeled volumes lose their boxes first and get random patches only
+    (``pos_fraction = 0``): placing their patches around the nodules would hand the
+    semi-supervised method the very labels it is not given.
+    """
     data = config["data"]
-    steps: list[Callable[[Sample], Sample]] = [
+    steps: list[Callable[[Sample], Sample]] = [] if labeled else [_drop_boxes]
+    steps.append(
         RandomPatch3d(
             _triple(data["patch_size"], "data.patch_size"),
-            pos_fraction=float(data["pos_fraction"]),
+            pos_fraction=float(data["pos_fraction"]) if labeled else 0.0,
             min_visible=float(data["min_visible"]),
         )
-    ]
+    )
     flip = float(config["augment"].get("flip", 0.0))
     if flip > 0:
         steps.append(RandomFlip3d(flip))
@@ -310,7 +323,7 @@ def train_once(
             data.indices("unlabeled"),
             int(tcfg["unlabeled_batch_size"] or batch),
             seed=seed + 7919,
-            augment=augment,
+            augment=augment_transform(config, labeled=False),
             is_labeled=False,
         )
     val_part = "val" if data.split.val else "test"
