@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from ssmd.config import DEFAULTS
+from ssmd.config import DEFAULTS, DETECTION3D_DEFAULTS, ConfigError
 from ssmd.engine.checkpoint import load_checkpoint, save_checkpoint
 from ssmd.models.backbones.resnet import build_resnet
 from ssmd.models.backbones.weights import (
@@ -63,7 +63,10 @@ def test_round_trip_keys_shapes_and_values(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize("name", MODELS.names())
+_2D = [n for n in MODELS.names() if not n.endswith("3d")]
+
+
+@pytest.mark.parametrize("name", _2D)
 def test_every_detector_loads_a_backbone_from_the_config_key(name: str, tmp_path: Path) -> None:
     section = {**DEFAULTS["model"], "name": name}
     donor = build_model(section, 1)
@@ -148,3 +151,10 @@ def test_a_run_checkpoint_is_not_taken_for_a_backbone(tmp_path: Path) -> None:
     save_checkpoint({"kind": "ssmd-model", "model": {}}, path)
     with pytest.raises(ValueError, match=r"best\.pt: field 'kind' = 'ssmd-model'.*not a backbone"):
         build_resnet("resnet18", width_multiplier=0.25, pretrained_weights=path)
+
+
+def test_the_3d_detector_has_no_backbone_weights_key_yet() -> None:
+    # issue 22: the 3D trunk has no backbone checkpoints; the key is refused, not ignored
+    section = {**DETECTION3D_DEFAULTS["model"], "pretrained_weights": "bb.pt"}
+    with pytest.raises(ConfigError, match="pretrained_weights"):
+        build_model(section, 1)

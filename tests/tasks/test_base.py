@@ -43,7 +43,7 @@ class Counting(Stage):
 
 
 def test_registry_holds_both_tasks_and_the_pseudo_label_recipe() -> None:
-    assert TASKS.names() == ["classification", "detection"]
+    assert TASKS.names() == ["classification", "detection", "detection3d"]
     assert isinstance(get_task({}), DetectionTask)  # no task key: detection
     assert isinstance(get_task(load_config(None, ["task=classification"])), ClassificationTask)
     assert get_task("detection").defaults is DEFAULTS
