@@ -156,7 +156,7 @@ def test_built_from_the_config_by_name() -> None:
     assert isinstance(model, FasterRCNN) and model.num_classes == 3
     assert model.roi_heads.box_head.fc7.out_features == 48
     assert model.detections_per_img == cfg["model"]["detections_per_img"]
-    assert detector_capabilities(model) == {"losses", "detections"}
+    assert detector_capabilities(model) == {"losses", "detections", "region_scores"}
     with pytest.raises(
         ConfigError, match=r"model\.head_convs = 4 is not used by model\.name='faster_rcnn'"
     ):
@@ -165,12 +165,17 @@ def test_built_from_the_config_by_name() -> None:
         build_model({**cfg["model"], "rpn_nms": 0.5}, 1)
 
 
-@pytest.mark.parametrize("name", ["ssmd", "csd", "focalmix"])
-def test_consistency_methods_refuse_faster_rcnn(name: str) -> None:
+@pytest.mark.parametrize("name", ["ssmd", "focalmix"])
+def test_dense_map_methods_refuse_faster_rcnn(name: str) -> None:
     with pytest.raises(ConfigError) as err:
         build_method(name, _tiny())
     msg = str(err.value)
     assert f"method.name={name!r}" in msg and "FasterRCNN" in msg and "dense_maps" in msg
+
+
+def test_csd_runs_on_faster_rcnn_through_region_scores() -> None:
+    method = build_method("csd", _tiny())
+    assert getattr(method, "two_stage", False)
 
 
 def test_supervised_method_trains_it() -> None:
