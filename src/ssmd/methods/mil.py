@@ -75,6 +75,18 @@ def moi_rules(model: nn.Module, normal: str, benign: str, malignant: str) -> dic
     return rules
 
 
+def check_weight_params(alpha: float, alpha_schedule: str, ramp_fraction: float) -> None:
+    """Refuse a bad MIL weight setting (``method.alpha``, ``alpha_schedule``, ``ramp_fraction``)."""
+    if not float(alpha) >= 0.0:
+        raise ValueError(f"method.alpha = {alpha!r}: must be >= 0")
+    if alpha_schedule not in ALPHA_SCHEDULES:
+        raise ValueError(
+            f"method.alpha_schedule = {alpha_schedule!r}: one of {', '.join(ALPHA_SCHEDULES)}"
+        )
+    if not 0.0 <= float(ramp_fraction) <= 1.0:
+        raise ValueError(f"method.ramp_fraction = {ramp_fraction!r}: must be in [0, 1]")
+
+
 def mil_weight(
     step: int,
     max_iters: int,
@@ -187,14 +199,7 @@ class MIL(Method):
         moi_top_proposals: int = 0,
     ) -> None:
         super().__init__(model)
-        if not float(alpha) >= 0.0:
-            raise ValueError(f"method.alpha = {alpha!r}: must be >= 0")
-        if alpha_schedule not in ALPHA_SCHEDULES:
-            raise ValueError(
-                f"method.alpha_schedule = {alpha_schedule!r}: one of {', '.join(ALPHA_SCHEDULES)}"
-            )
-        if not 0.0 <= float(ramp_fraction) <= 1.0:
-            raise ValueError(f"method.ramp_fraction = {ramp_fraction!r}: must be in [0, 1]")
+        check_weight_params(alpha, alpha_schedule, ramp_fraction)
         if batching not in BATCHINGS:
             raise ValueError(f"method.batching = {batching!r}: one of {', '.join(BATCHINGS)}")
         self.rules = moi_rules(model, moi_normal, moi_benign, moi_malignant)

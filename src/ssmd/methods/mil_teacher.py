@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ssmd.methods.base import METHODS
-from ssmd.methods.mil import ALPHA_SCHEDULES, mil_weight, moi_rules, weak_mil_loss
+from ssmd.methods.mil import check_weight_params, mil_weight, moi_rules, weak_mil_loss
 from ssmd.methods.online_teacher import OnlineTeacher
 from ssmd.structures.sample import Batch
 
@@ -76,14 +76,7 @@ class MILTeacher(OnlineTeacher):
     ) -> None:
         kwargs.setdefault("require_focal", False)
         super().__init__(model, **kwargs)
-        if not float(alpha) >= 0.0:
-            raise ValueError(f"method.alpha = {alpha!r}: must be >= 0")
-        if alpha_schedule not in ALPHA_SCHEDULES:
-            raise ValueError(
-                f"method.alpha_schedule = {alpha_schedule!r}: one of {', '.join(ALPHA_SCHEDULES)}"
-            )
-        if not 0.0 <= float(ramp_fraction) <= 1.0:
-            raise ValueError(f"method.ramp_fraction = {ramp_fraction!r}: must be in [0, 1]")
+        check_weight_params(alpha, alpha_schedule, ramp_fraction)
         self.alpha = float(alpha)
         self.alpha_schedule = alpha_schedule
         self.ramp_fraction = float(ramp_fraction)
